@@ -1,0 +1,7 @@
+"""``python -m RMAMambaSegmentationLib.cli``."""
+
+import sys
+
+from RMAMambaSegmentationLib.cli import main
+
+sys.exit(main())

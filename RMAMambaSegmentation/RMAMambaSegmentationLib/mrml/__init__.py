@@ -1,0 +1,1 @@
+"""MRML side: write the liver mask into Slicer segmentation nodes (no Qt)."""

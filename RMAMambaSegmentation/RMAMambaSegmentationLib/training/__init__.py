@@ -1,0 +1,1 @@
+"""Training and evaluation with the paper protocol: datasets, augmentation, trainer, metrics."""

@@ -1,0 +1,75 @@
+"""Shared fixtures: paths to ../shared, and a real headless MRML scene (slicer-core wheel)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED = PROJECT_ROOT.parent / "shared"
+FIXTURES = SHARED / "fixtures"
+TOTALSEG = FIXTURES / "totalsegmentator_examples"
+OFFICIAL = FIXTURES / "official_equivalence"
+SPEC = SHARED / "spec"
+DATA = SHARED / "data"
+
+# The library is importable from the source tree even when the project was not pip-installed.
+_LIB_PARENT = str(PROJECT_ROOT / "RMAMambaSegmentation")
+if _LIB_PARENT not in sys.path:
+    sys.path.insert(0, _LIB_PARENT)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The ../shared folder beside the project (present in CI)."""
+    assert SHARED.is_dir(), f"{SHARED} is missing: the tests need the project's shared data"
+    return SHARED
+
+
+class HeadlessMRML:
+    """A real MRML scene wired like Slicer's application wires it, without Qt."""
+
+    def __init__(self) -> None:
+        import slicer
+        from vtkmodules.vtkCommonCore import vtkCollection
+
+        self.scene = slicer.vtkMRMLScene()
+        self.app_logic = slicer.vtkSlicerApplicationLogic()
+        self.app_logic.SetMRMLScene(self.scene)
+        colors = self.app_logic.GetColorLogic()
+        colors.SetMRMLScene(self.scene)
+        colors.AddDefaultColorNodes()
+        self.app_logic.SetModuleLogic("Colors", colors)
+        self.app_logic.SetSliceLogics(vtkCollection())
+        self.app_logic.SetViewLogics(vtkCollection())
+        self.logics = {}  # SetModuleLogic keeps no Python reference: keep them alive here
+        for name, cls in (
+            ("Volumes", slicer.vtkSlicerVolumesLogic),
+            ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
+            ("SubjectHierarchy", slicer.vtkSlicerSubjectHierarchyModuleLogic),
+            ("Data", slicer.vtkSlicerDataModuleLogic),
+        ):
+            logic = cls()
+            logic.SetMRMLScene(self.scene)
+            logic.SetMRMLApplicationLogic(self.app_logic)
+            self.app_logic.SetModuleLogic(name, logic)
+            self.logics[name] = logic
+
+    def load_volume(self, path: Path, labelmap: bool = False):
+        """Load a volume file into the scene as Slicer's Add Data does."""
+        node = self.logics["Volumes"].AddArchetypeVolume(str(path), Path(path).name.split(".")[0], int(labelmap), None)
+        if node is None:
+            raise RuntimeError(f"cannot read {path}")
+        return node
+
+    def node_ids(self) -> set[str]:
+        return {self.scene.GetNthNode(i).GetID() for i in range(self.scene.GetNumberOfNodes())}
+
+
+@pytest.fixture
+def mrml() -> HeadlessMRML:
+    headless = HeadlessMRML()
+    yield headless
+    headless.scene.Clear(True)

@@ -46,7 +46,7 @@ class VMambaEncoder(nn.Module):
     def __init__(self, depths: Sequence[int], drop_path_rate: float, widths: Sequence[int] = STAGE_WIDTHS) -> None:
         super().__init__()
         self.depths, self.widths = tuple(depths), tuple(widths)
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         self.patch_embed = patch_embedding(3, widths[0])
         stages = []
         for index, (depth, width) in enumerate(zip(depths, widths, strict=True)):

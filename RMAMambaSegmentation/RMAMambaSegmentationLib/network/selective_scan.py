@@ -46,7 +46,7 @@ def mamba_ssm_available() -> bool:
     """Whether the optional ``mamba-ssm`` CUDA kernels can be imported (checked once, lazily)."""
     try:
         importlib.import_module("mamba_ssm.ops.selective_scan_interface")
-    except Exception:  # noqa: BLE001 - any failure (missing package, CUDA/ABI mismatch) means "not available"
+    except Exception:  # any failure (missing package, CUDA or ABI mismatch) means "not available"
         return False
     return True
 
@@ -62,7 +62,9 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend == "auto":
         return "cuda" if device.type == "cuda" and mamba_ssm_available() else "chunked"
     if backend == "cuda" and (device.type != "cuda" or not mamba_ssm_available()):
-        raise RuntimeError("the 'cuda' scan backend needs CUDA tensors and the mamba-ssm package (pip install mamba-ssm)")
+        raise RuntimeError(
+            "the 'cuda' scan backend needs CUDA tensors and the mamba-ssm package (pip install mamba-ssm)"
+        )
     return backend
 
 
@@ -132,6 +134,38 @@ def selective_scan_reference(
 def linear_recurrence(log_a: torch.Tensor, x: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
     """Solve ``h_t = exp(log_a_t) * h_{t-1} + x_t`` (h_{-1} = 0) along the last axis, for ``log_a <= 0``.
 
+    Differentiable: the backward pass is itself a (reversed) linear recurrence, solved the same way, which is as
+    accurate as the forward (differentiating through the closed form would cancel huge terms).
+    """
+    if torch.is_grad_enabled() and (log_a.requires_grad or x.requires_grad):
+        log_a, x = torch.broadcast_tensors(log_a, x)
+        return _LinearRecurrence.apply(log_a, x, chunk)
+    return _solve_recurrence(log_a, x, chunk)
+
+
+class _LinearRecurrence(torch.autograd.Function):
+    """Autograd for :func:`linear_recurrence`: ``dL/dx_t = G_t`` with ``G_t = g_t + a_{t+1} G_{t+1}``."""
+
+    @staticmethod
+    def forward(ctx, log_a: torch.Tensor, x: torch.Tensor, chunk: int) -> torch.Tensor:
+        h = _solve_recurrence(log_a, x, chunk)
+        ctx.save_for_backward(log_a, h)
+        ctx.chunk = chunk
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h: torch.Tensor):
+        log_a, h = ctx.saved_tensors
+        reversed_decay = F.pad(log_a.flip(-1)[..., :-1], (1, 0))
+        grad_x = _solve_recurrence(reversed_decay, grad_h.flip(-1), ctx.chunk).flip(-1)
+        previous = F.pad(h[..., :-1], (1, 0))
+        grad_log_a = grad_x * torch.exp(log_a) * previous
+        return grad_log_a, grad_x, None
+
+
+def _solve_recurrence(log_a: torch.Tensor, x: torch.Tensor, chunk: int) -> torch.Tensor:
+    """The chunked closed form of :func:`linear_recurrence` (no autograd needed).
+
     Inside each chunk of ``T`` steps with inclusive log-decay ``P_t = sum_{s<=t} log_a_s``,
     ``h_t = exp(P_t) * (H + sum_{s<=t} exp(-P_s) x_s)`` where ``H`` is the state entering the chunk. The factor
     ``exp(-P_s)`` stays finite as long as the chunk's total decay is moderate; when it is not, the chunk is
@@ -149,7 +183,7 @@ def linear_recurrence(log_a: torch.Tensor, x: torch.Tensor, chunk: int = DEFAULT
             decay, local = torch.exp(la), xx
             break
         cumulative = la.cumsum(-1)
-        if steps > 1 and -float(cumulative[..., -1].min()) > _MAX_CHUNK_LOG_DECAY:
+        if -float(cumulative[..., -1].detach().min()) > _MAX_CHUNK_LOG_DECAY:
             steps //= 2
             continue
         growth = torch.exp(-cumulative)

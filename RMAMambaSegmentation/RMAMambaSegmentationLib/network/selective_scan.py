@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "reference", "chunked", "cuda")
 DEFAULT_CHUNK = 64
-DEFAULT_TILE_ELEMENTS = 1 << 16
+DEFAULT_TILE_ELEMENTS = 1 << 18
 # The closed form inside a chunk multiplies by exp(+decay); keep the chunk's total log-decay below this.
 _MAX_CHUNK_LOG_DECAY = 60.0
 

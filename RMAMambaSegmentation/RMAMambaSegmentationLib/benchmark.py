@@ -1,0 +1,129 @@
+"""Speed of RMA-Mamba per slice, next to the sequential-scan reference and the FLOP floor of the device.
+
+The FLOP floor is the time the network's arithmetic would take at the device's measured float32 matmul rate:
+``gflop_per_slice / matmul_gflops``. A ratio ``ms_per_slice / floor`` near 1 means nothing is wasted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .network.rma_mamba import VARIANTS, build_model
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchmarkRow:
+    """One measured configuration."""
+
+    variant: str
+    batch: int
+    scan: str
+    ms_per_slice: float
+    slices_per_s: float
+    floor_ms_per_slice: float
+
+    @property
+    def times_floor(self) -> float:
+        return self.ms_per_slice / self.floor_ms_per_slice
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        return {**asdict(self), "times_floor": round(self.times_floor, 2)}
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(device: torch.device, size: int = 1024, min_seconds: float = 1.0) -> float:
+    """Sustained float32 matrix-multiply rate of ``device`` in GFLOP/s (best of repeated runs)."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    torch.matmul(a, b)
+    best, spent = float("inf"), 0.0
+    while spent < min_seconds:
+        _synchronize(device)
+        start = time.perf_counter()
+        for _ in range(4):
+            torch.matmul(a, b)
+        _synchronize(device)
+        elapsed = (time.perf_counter() - start) / 4
+        best, spent = min(best, elapsed), spent + 4 * elapsed
+    return 2 * size**3 / best / 1e9
+
+
+def seconds_per_call(function: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``function`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        function()
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def run_benchmark(
+    variants: Sequence[str] = ("T", "S"),
+    batches: Sequence[int] = (1, 8),
+    *,
+    device: str | torch.device = "cpu",
+    size: int = 256,
+    repeats: int = 3,
+    reference_scan: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[float, list[BenchmarkRow]]:
+    """Measure every (variant, batch); returns the matmul GFLOP/s and the rows.
+
+    With ``reference_scan`` each variant is also timed once at batch 1 with the sequential scan.
+    """
+    device = torch.device(device)
+    gflops = matmul_gflops(device)
+    area = (size / 256) ** 2
+    rows = []
+    for name in variants:
+        variant = VARIANTS[name.upper()]
+        floor_ms = 1e3 * variant.gflop_per_slice * area / gflops
+        model = build_model(variant.name).to(device).eval()
+        configurations = [(batch, "auto") for batch in batches]
+        if reference_scan:
+            configurations.append((1, "reference"))
+        for batch, scan in configurations:
+            if progress:
+                progress(f"RMA-Mamba-{variant.name} batch {batch} scan {scan}")
+            model.set_scan_backend(scan)
+            x = torch.rand(batch, 3, size, size, device=device)
+            with torch.inference_mode():
+                seconds = seconds_per_call(lambda m=model, x=x: m(x), device,
+                                           repeats=1 if scan == "reference" else repeats)
+            ms = 1e3 * seconds / batch
+            rows.append(BenchmarkRow(variant.name, batch, scan, ms, 1e3 / ms, floor_ms))
+            logger.debug("%s", rows[-1])
+        del model
+    return gflops, rows
+
+
+def format_table(gflops: float, rows: Sequence[BenchmarkRow], device: str) -> str:
+    """A Markdown table of the rows, headed by the device and its matmul rate."""
+    lines = [
+        f"device: {device}, float32 matmul {gflops:.1f} GFLOP/s, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads",
+        "",
+        "| model | batch | scan | ms/slice | slices/s | FLOP floor ms/slice | x floor |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        scan = "sequential reference" if row.scan == "reference" else "default"
+        lines.append(f"| RMA-Mamba-{row.variant} | {row.batch} | {scan} | {row.ms_per_slice:.0f} | "
+                     f"{row.slices_per_s:.2f} | {row.floor_ms_per_slice:.0f} | {row.times_floor:.2f} |")
+    return "\n".join(lines)

@@ -1,0 +1,50 @@
+"""``rmamamba benchmark``: ms per slice for T and S, next to the sequential scan and the FLOP floor."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "benchmark",
+        help="measure inference speed (ms/slice) against the sequential scan and the FLOP floor",
+        description="Times RMA-Mamba on random 256x256 slices and prints a table.",
+    )
+    parser.add_argument("--variants", nargs="+", default=["T", "S"], choices=["T", "S"], help="models to time")
+    parser.add_argument("--batch", nargs="+", type=int, default=[1, 8], help="batch sizes (default: 1 8)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--size", type=int, default=256, help="slice size in pixels (default: 256)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per configuration (median kept)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--no-reference", action="store_true", help="skip the slow sequential-scan comparison")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per row instead of a table")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from RMAMambaSegmentationLib.benchmark import format_table, run_benchmark
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if any(batch < 1 for batch in args.batch) or args.size < 32 or args.repeats < 1:
+        print("rmamamba benchmark: batch sizes and repeats must be >= 1 and --size >= 32", file=sys.stderr)
+        return 2
+    gflops, rows = run_benchmark(
+        args.variants, args.batch, device=device, size=args.size, repeats=args.repeats,
+        reference_scan=not args.no_reference, progress=lambda message: print(f"timing {message} ...", file=sys.stderr),
+    )
+    name = torch.cuda.get_device_name(0) if device.startswith("cuda") else "CPU"
+    if args.json:
+        for row in rows:
+            print(json.dumps({"device": name, "matmul_gflops": round(gflops, 1), **row.to_dict()}))
+    else:
+        print(format_table(gflops, rows, name))
+    return 0

@@ -186,16 +186,16 @@ def _solve_recurrence(log_a: torch.Tensor, x: torch.Tensor, chunk: int) -> torch
         if -float(cumulative[..., -1].detach().min()) > _MAX_CHUNK_LOG_DECAY:
             steps //= 2
             continue
-        growth = torch.exp(-cumulative)
+        growth = cumulative.neg_().exp_()  # every tensor from here on is fresh: update in place
         decay = growth.reciprocal()
-        local = (xx * growth).cumsum(-1)
+        local = growth.mul_(xx).cumsum_(-1)
         break
     chunk_decay = decay[..., -1]
     chunk_end = local[..., -1] * chunk_decay if steps > 1 else local[..., -1]
     carried = _inclusive_scan(chunk_decay, chunk_end)
     entering = F.pad(carried[..., :-1], (1, 0))
     if steps > 1:
-        h = decay * (local + entering[..., None])
+        h = local.add_(entering[..., None]).mul_(decay)
     else:
         h = local + decay * entering[..., None]
     h = h.flatten(-2)
@@ -273,8 +273,11 @@ def _scan_tile(u, delta, A, B, C, D, bias, delta_softplus: bool, chunk: int) -> 
     if delta_softplus:
         dt = F.softplus(dt)
     if A.shape[-1] == 1:  # d_state 1: every channel is a scalar recurrence
-        h = linear_recurrence(dt * A, dt * u * B, chunk)
-        return h * C + D[..., None] * u
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C, D, bias)):
+            return linear_recurrence(dt * A, dt * u * B, chunk) * C + D[..., None] * u
+        x = (dt * u).mul_(B)  # inference: fewer passes over memory, in place
+        h = linear_recurrence(dt.mul_(A), x, chunk)
+        return h.mul_(C).addcmul_(D[..., None], u)
     log_a = dt[:, :, None, :] * A[..., None]
     x = (dt * u)[:, :, None, :] * B[:, None]
     h = linear_recurrence(log_a, x, chunk)

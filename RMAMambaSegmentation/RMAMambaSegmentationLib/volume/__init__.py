@@ -1,1 +1,14 @@
-"""From a 3D image to a liver mask in patient space: orientation, intensities, inference, post-processing, I/O."""
+"""From a 3D image to a liver mask in patient space: orientation, intensities, inference, post-processing, I/O.
+
+Modules (one concept each):
+
+* ``orientation`` -- axial slices in radiological display orientation, and back (``AxialReorientation``).
+* ``intensity`` -- MRI percentile / CT window presets mapping voxels to [0, 1].
+* ``preprocessing`` -- slices to the network's 3-channel 256x256 input and logits back to slice size.
+* ``validation`` -- refusing images that cannot be segmented (``InvalidImageError``).
+* ``model_card`` / ``model_loading`` / ``devices`` -- what a checkpoint expects, loading it, where it runs.
+* ``postprocessing`` -- largest 3D component and slice-wise hole filling.
+* ``inference`` -- ``segment_image`` (SimpleITK) and ``segment_array`` (numpy + geometry, for the Slicer logic).
+* ``image_io`` / ``seg_nrrd`` / ``png`` / ``overlay`` -- reading inputs, writing ``.seg.nrrd`` and the PNG overlay.
+* ``batch`` / ``progress_bar`` -- ``segment_files`` for many inputs (``rmamamba segment``) and its console bar.
+"""

@@ -1,0 +1,149 @@
+"""``rmamamba segment INPUT... -o OUTDIR``: segment the liver in image files, DICOM folders or lists of them."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Segment the liver in each INPUT: a NIfTI/NRRD/MHA file, a DICOM series folder, a folder holding such files or
+DICOM sub-folders, or a text file listing inputs one per line. For an input named NAME, OUTDIR receives
+NAME_liver.nii.gz (mask, uint8 0/1, input grid), NAME.seg.nrrd (a Slicer segmentation with one segment "Liver"),
+NAME_overlay.png (mid-liver slice), NAME_probability.nii.gz with --probability, and one row per case in
+summary.csv (summary_shard-I-of-N.csv with --shard).
+
+Existing outputs are never replaced without --overwrite: such cases are skipped, so re-running a batch resumes it.
+A bad input prints one error line and the other inputs still run.
+Exit status: 0 every case done or skipped, 1 some case failed, 2 nothing could run (weights, arguments),
+130 interrupted."""
+
+EPILOG = """\
+examples:
+  rmamamba segment scan.nii.gz -o out/ --weights rmamamba_t.pt
+  rmamamba segment DICOM/series1 list.txt -o out/ --weights w.pt --modality CT --probability
+  rmamamba segment cases/ -o out/ --weights w.pt --shard $((SLURM_ARRAY_TASK_ID + 1))/$SLURM_ARRAY_TASK_COUNT"""
+
+
+def _shard(text: str) -> tuple[int, int]:
+    from RMAMambaSegmentationLib.volume.batch import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "segment",
+        help="segment the liver in image files or DICOM folders",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, DICOM folder, folder or list file")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the outputs")
+    parser.add_argument("--weights", metavar="FILE", help="RMA-Mamba checkpoint (default: the installed weights)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--batch-size", type=_positive_int, metavar="N",
+                        help="slices per network call (default: from free GPU memory; 4 on CPU)")
+    parser.add_argument("--no-postprocess", dest="postprocess", action="store_false",
+                        help="keep the raw thresholded mask (no largest component, no hole filling)")
+    parser.add_argument("--probability", action="store_true", help="also write NAME_probability (float32)")
+    parser.add_argument("--modality", type=str.upper, choices=("MRI", "MR", "CT"),
+                        help="intensity preset: MRI = robust percentiles, CT = HU window (default: model card, "
+                             "else MRI)")
+    parser.add_argument("--window", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                        help="CT window in HU (default -150 250); implies --modality CT")
+    parser.add_argument("--percentiles", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                        help="MRI percentiles mapped to 0 and 1 (default 0.5 99.5); implies --modality MRI")
+    parser.add_argument("--mask-format", choices=("nii.gz", "nrrd"), default="nii.gz",
+                        help="file format of the mask and probability (default nii.gz)")
+    parser.add_argument("--no-overlay", dest="overlay", action="store_false", help="do not write the PNG overlay")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--shard", type=_shard, metavar="I/N",
+                        help="process only shard I of N of the inputs (1 <= I <= N), for cluster array jobs")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def intensity_from_args(args: argparse.Namespace):
+    """The intensity preset asked for on the command line, or None (model card, else MRI)."""
+    from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
+
+    if args.window is not None and args.percentiles is not None:
+        raise ValueError("--window (CT) and --percentiles (MRI) cannot be used together")
+    if args.window is not None:
+        if args.modality not in (None, "CT"):
+            raise ValueError("--window is for CT; it contradicts --modality " + args.modality)
+        return IntensityPreset.ct(*args.window)
+    if args.percentiles is not None:
+        if args.modality not in (None, "MRI", "MR"):
+            raise ValueError("--percentiles is for MRI; it contradicts --modality " + args.modality)
+        return IntensityPreset.mri(*args.percentiles)
+    return args.modality
+
+
+class _ClearBarFilter(logging.Filter):
+    """Ends the progress bar's line before a log record is printed, so both stay readable."""
+
+    def __init__(self, bar) -> None:
+        super().__init__()
+        self.bar = bar
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.bar.clear()
+        return True
+
+
+def run(args: argparse.Namespace) -> int:
+    from RMAMambaSegmentationLib.errors import RMAMambaError, SegmentationCancelledError
+    from RMAMambaSegmentationLib.volume.batch import ERROR, segment_files
+    from RMAMambaSegmentationLib.volume.progress_bar import ConsoleProgress
+
+    try:
+        intensity = intensity_from_args(args)
+    except ValueError as error:
+        logger.error("%s", error)
+        return 2
+    bar = None if args.quiet else ConsoleProgress(sys.stderr)
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+    bar_filter = _ClearBarFilter(bar) if bar is not None else None
+    for handler in handlers if bar_filter is not None else []:
+        handler.addFilter(bar_filter)
+    try:
+        rows = segment_files(
+            args.inputs, args.output, weights=args.weights, device=args.device, batch_size=args.batch_size,
+            postprocess=args.postprocess, intensity=intensity, probability=args.probability,
+            mask_format=args.mask_format, overlay=args.overlay, overwrite=args.overwrite, shard=args.shard,
+            progress=bar,
+        )
+    except KeyboardInterrupt:
+        logger.error("interrupted; finished cases keep their outputs")
+        return 130
+    except SegmentationCancelledError as error:
+        logger.error("%s", error)
+        return 130
+    except (RMAMambaError, ValueError) as error:
+        logger.error("%s", " ".join(str(error).split()))
+        return 2
+    finally:
+        if bar is not None:
+            bar.close()
+        for handler in handlers if bar_filter is not None else []:
+            handler.removeFilter(bar_filter)
+    counts = {status: sum(row["status"] == status for row in rows) for status in ("ok", "skipped", ERROR)}
+    logger.info("%d done, %d skipped, %d failed; outputs in %s", counts["ok"], counts["skipped"], counts[ERROR],
+                args.output)
+    return 1 if counts[ERROR] else 0

@@ -1,0 +1,162 @@
+"""``rmamamba train DATA -o OUT``: train RMA-Mamba with the paper's protocol (every value overridable)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Train RMA-Mamba on liver masks. DATA is one of:
+  * a CirrMRI600+ 3D archive: {train,valid,test}_{images,masks}/<id>.nii.gz (split by folder);
+  * the official 2D PNG release: {train,valid,test}/<case>/{images,masks}/*.png (mask > 127 = liver);
+  * a folder with an image folder (images/) and a label folder (liver_masks/, masks/, labels/), or give
+    --images and --masks; split with --split FILE (JSON {"train": [...], "valid": [...]}) or --valid-fraction.
+Images and masks are paired by case name (suffixes such as _image, _liver, _mask, _seg are ignored), never by
+order. Each layout may be nested one folder deeper. Volumes are sliced axially with the inference preprocessing.
+
+Defaults follow the paper: 256x256, batch 16, Adam lr 1e-4, ReduceLROnPlateau (patience 5) on the validation
+loss, up to 500 epochs, early stopping after 50 epochs without a better validation Dice, Dice+BCE on the four
+deep-supervision outputs, rotation +-35 deg / flips / coarse dropout (each with probability 0.3).
+Writes OUT/last.pt and OUT/best.pt (each with a model card .json), OUT/training_state.pt (for --resume),
+OUT/log.csv and OUT/config.json. Multi-GPU: torchrun --nproc_per_node N -m RMAMambaSegmentationLib.cli train ...
+(--batch-size is then per GPU)."""
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("x", " ").replace(",", " ").split()
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "train", help="train RMA-Mamba on your data", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("data", nargs="?", metavar="DATA", help="data folder (see above)")
+    data.add_argument("--images", metavar="DIR", help="image folder (paired layout, with --masks)")
+    data.add_argument("--masks", metavar="DIR", help="label folder (paired layout, with --images)")
+    data.add_argument("--layout", default="auto", choices=("auto", "cirrmri3d", "png2d", "paired"))
+    data.add_argument("--split", metavar="FILE", help='JSON {"train": [...], "valid": [...], "test": [...]}')
+    data.add_argument("--valid-fraction", type=float, default=0.2,
+                      help="share of cases held out for validation when there is no split (default 0.2)")
+    data.add_argument("--label", type=int, default=None,
+                      help="liver value in the label maps (default: nonzero; TotalSegmentator: 5)")
+    data.add_argument("--intensity", default="MRI", choices=("MRI", "CT"),
+                      help="intensity preset (MRI: percentiles 0.5-99.5; CT: -150..250 HU)")
+    data.add_argument("--workers", type=int, default=0, help="threads reading volumes at start (default 0)")
+    data.add_argument("--licence", default="", help="data licence recorded in the model cards")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--variant", default="T", choices=("T", "S"))
+    model.add_argument("--input-size", type=_size, default=(256, 256), metavar="N|HxW", help="default 256")
+    model.add_argument("--pretrained", metavar="FILE", help="VMamba ImageNet checkpoint for the encoder")
+    model.add_argument("--init-weights", metavar="FILE", help="RMA-Mamba checkpoint to fine-tune")
+
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    optim.add_argument("--batch-size", type=int, default=16)
+    optim.add_argument("--lr", type=float, default=1e-4)
+    optim.add_argument("--epochs", type=int, default=500)
+    optim.add_argument("--lr-patience", type=int, default=5)
+    optim.add_argument("--lr-factor", type=float, default=0.1)
+    optim.add_argument("--early-stop", type=int, default=50, help="epochs without a better validation Dice")
+    optim.add_argument("--slices-per-epoch", type=int, default=None, help="default: every training slice")
+    optim.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    optim.add_argument("--valid-max-slices", type=int, default=None, help="validate on at most N slices")
+    optim.add_argument("--seed", type=int, default=42)
+    optim.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
+    optim.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"),
+                       help="mixed precision on CUDA (auto: bf16 when supported)")
+    optim.add_argument("--keep-every", type=int, default=0, metavar="N", help="also keep epoch_NNNN.pt every N")
+    optim.add_argument("--resume", action="store_true", help="continue from OUTPUT/training_state.pt")
+    optim.add_argument("--resume-from", metavar="STATE", help="continue from this training_state.pt (or its folder)")
+    optim.add_argument("--no-progress", dest="show_progress", action="store_false", help="no progress bar")
+
+    aug = parser.add_argument_group("augmentation")
+    aug.add_argument("--no-augment", dest="augment", action="store_false")
+    aug.add_argument("--rotate-p", type=float, default=0.3)
+    aug.add_argument("--max-angle", type=float, default=35.0)
+    aug.add_argument("--hflip-p", type=float, default=0.3)
+    aug.add_argument("--vflip-p", type=float, default=0.3)
+    aug.add_argument("--dropout-p", type=float, default=0.3)
+    aug.add_argument("--holes", type=int, default=10)
+    aug.add_argument("--hole-fraction", type=float, default=32 / 256, help="hole side / image side (32/256)")
+    parser.set_defaults(run=run)
+    return parser
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr (redrawn in place on a terminal, a line per 10% otherwise)."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.interactive = bool(getattr(stream, "isatty", lambda: False)())
+        self.started = time.perf_counter()
+        self.last_decile = -1
+
+    def __call__(self, progress) -> None:
+        now = time.perf_counter()
+        if progress.step == 1:
+            self.started, self.last_decile = now, -1
+        fraction = progress.step / max(progress.steps, 1)
+        speed = f" {(progress.step - 1) / (now - self.started):.2f} it/s" if progress.step > 1 else ""
+        filled = int(30 * fraction)
+        line = (f"epoch {progress.epoch}/{progress.epochs} [{'#' * filled}{'.' * (30 - filled)}] "
+                f"{progress.step}/{progress.steps} loss {progress.loss:.4f} lr {progress.lr:.2g}{speed}")
+        if self.interactive:
+            end = "\n" if progress.step == progress.steps else ""
+            self.stream.write("\r" + line + end)
+            self.stream.flush()
+        elif int(10 * fraction) > self.last_decile:
+            self.last_decile = int(10 * fraction)
+            self.stream.write(line + "\n")
+
+
+def config_from_args(args: argparse.Namespace):
+    """The :class:`TrainConfig` of the parsed arguments."""
+    from RMAMambaSegmentationLib.training.augmentation import AugmentationConfig
+    from RMAMambaSegmentationLib.training.config import TrainConfig
+    from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
+
+    augmentation = AugmentationConfig(
+        rotate_p=args.rotate_p, max_angle_deg=args.max_angle, hflip_p=args.hflip_p, vflip_p=args.vflip_p,
+        dropout_p=args.dropout_p, holes=args.holes, hole_fraction=args.hole_fraction, enabled=args.augment,
+    )
+    return TrainConfig(
+        variant=args.variant, input_size=args.input_size, intensity=IntensityPreset.from_name(args.intensity),
+        label=args.label, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, lr_patience=args.lr_patience,
+        lr_factor=args.lr_factor, early_stop=args.early_stop, slices_per_epoch=args.slices_per_epoch,
+        max_steps=args.max_steps, valid_max_slices=args.valid_max_slices, augmentation=augmentation,
+        seed=args.seed, device=args.device, amp=args.amp, workers=args.workers, pretrained=args.pretrained,
+        init_weights=args.init_weights, keep_every=args.keep_every, licence=args.licence,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from RMAMambaSegmentationLib.errors import RMAMambaError
+    from RMAMambaSegmentationLib.training.layouts import find_training_data
+    from RMAMambaSegmentationLib.training.run import run_training
+
+    try:
+        config = config_from_args(args)
+        data = find_training_data(
+            args.data, images=args.images, masks=args.masks, layout=args.layout, split_file=args.split,
+            valid_fraction=args.valid_fraction, seed=args.seed,
+        )
+        resume = args.resume_from if args.resume_from else ("" if args.resume else None)
+        result = run_training(config, data, args.output, resume=resume,
+                              progress=ProgressBar() if args.show_progress else None)
+    except (RMAMambaError, ValueError) as error:
+        logger.error("%s", error)
+        return 2
+    logger.info("best validation Dice %.4f at epoch %d: %s", result.best_dice, result.best_epoch, result.best_path)
+    return 0

@@ -1,0 +1,61 @@
+"""Keep the last loaded network in memory so that a second run in the same Slicer session starts at once.
+
+The cache key is the weights file (resolved path, size, modification time), the expected variant and the device:
+replacing the file on disk or choosing another device loads it again. torch is imported only when loading.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
+class ModelCache:
+    """Holds at most one loaded model (weights are large; a second variant replaces the first)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple | None = None
+        self._prepared: Any = None
+
+    def get(self, weights: str | Path, *, variant: str | None = None, device: str = "auto"):
+        """A ``PreparedModel`` for ``weights`` on ``device`` (loaded with ``weights_only=True``, checked against
+        ``variant`` when given). Raises WeightsNotFoundError, CheckpointError or VariantMismatchError."""
+        from ..checkpoints import load_model
+        from ..errors import WeightsNotFoundError
+        from ..volume.devices import resolve_device
+        from ..volume.model_card import read_model_card
+        from ..volume.model_loading import PreparedModel
+
+        path = Path(weights)
+        if not path.is_file():
+            raise WeightsNotFoundError(f"weights file not found: {path}")
+        target = resolve_device(device)
+        key = (*_file_key(path), variant, str(target))
+        with self._lock:
+            if key == self._key and self._prepared is not None:
+                logger.debug("reusing the loaded model %s", path)
+                return self._prepared
+            self.clear_locked()
+            card = read_model_card(path)
+            module = load_model(path, variant=variant, device=str(target))
+            prepared = PreparedModel(module, target, path, getattr(module, "weights_sha256", None), card)
+            self._key, self._prepared = key, prepared
+            return prepared
+
+    def clear_locked(self) -> None:
+        self._key, self._prepared = None, None
+
+    def clear(self) -> None:
+        """Forget the loaded model (frees its memory once nothing else refers to it)."""
+        with self._lock:
+            self.clear_locked()

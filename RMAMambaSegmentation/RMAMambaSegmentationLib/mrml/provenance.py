@@ -1,0 +1,78 @@
+"""Provenance of a segmentation: MRML node attributes (saved with the scene) and the same values as tags of the
+Liver segment (saved in the ``.seg.nrrd`` header, where node attributes are not).
+
+Names are prefixed ``RMAMamba.``; values are plain strings without ``|`` so any tool can read them.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping
+
+PREFIX = "RMAMamba."
+MODEL_VARIANT = PREFIX + "ModelVariant"
+WEIGHTS_SHA256 = PREFIX + "WeightsSHA256"
+WEIGHTS_FILE = PREFIX + "WeightsFile"
+VERSION = PREFIX + "Version"
+DEVICE = PREFIX + "Device"
+DATE = PREFIX + "Date"
+INTENSITY_PRESET = PREFIX + "IntensityPreset"
+POSTPROCESSED = PREFIX + "PostProcessed"
+LIVER_VOLUME_ML = PREFIX + "LiverVolumeMl"
+SOURCE_VOLUME = PREFIX + "SourceVolume"
+
+ALL_ATTRIBUTES = (
+    MODEL_VARIANT,
+    WEIGHTS_SHA256,
+    WEIGHTS_FILE,
+    VERSION,
+    DEVICE,
+    DATE,
+    INTENSITY_PRESET,
+    POSTPROCESSED,
+    LIVER_VOLUME_ML,
+    SOURCE_VOLUME,
+)
+
+
+def now_iso() -> str:
+    """Current local date and time, ISO 8601 with the UTC offset, to the second."""
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _as_text(value: object) -> str:
+    return "unknown" if value is None else str(value).replace("|", "/")
+
+
+def set_provenance(node, values: Mapping[str, object]) -> None:
+    """Write ``values`` (attribute name -> value; None becomes "unknown") as attributes of ``node``."""
+    for name, value in values.items():
+        node.SetAttribute(name, _as_text(value))
+
+
+def set_segment_provenance(segment, values: Mapping[str, object]) -> None:
+    """Write ``values`` as tags of a ``vtkSegment`` (kept in ``.seg.nrrd`` files)."""
+    for name, value in values.items():
+        segment.SetTag(name, _as_text(value))
+
+
+def read_segment_provenance(segment) -> dict[str, str]:
+    """The ``RMAMamba.*`` tags of a ``vtkSegment`` that are set."""
+    import vtk
+
+    found = {}
+    for name in ALL_ATTRIBUTES:
+        value = vtk.reference("")
+        if segment.GetTag(name, value):
+            found[name] = str(value)
+    return found
+
+
+def read_provenance(node) -> dict[str, str]:
+    """The ``RMAMamba.*`` attributes of ``node`` that are set."""
+    found = {}
+    for name in ALL_ATTRIBUTES:
+        value = node.GetAttribute(name)
+        if value is not None:
+            found[name] = value
+    return found

@@ -1,0 +1,96 @@
+"""The paper's augmentation in plain torch, on whole batches (CPU or GPU): rotation, flips, coarse dropout.
+
+Defaults follow the official scripts (albumentations 1.3.0): each transform is applied independently with
+probability 0.3; rotation by an angle uniform in [-35, 35] degrees (bilinear for the image, nearest for the
+target, mirrored border); horizontal and vertical flips; coarse dropout of exactly 10 holes of 32x32 pixels
+(at 256x256; scaled with the input size) set to 0 in the image only. Differences from the official pipeline:
+the transforms act on the network-size slices rather than before resizing, and the mirrored border repeats the
+edge pixel (torch's ``reflection`` padding) where OpenCV's reflect-101 does not.
+All random draws come from the caller's ``torch.Generator`` on the CPU, so a seed fixes them on any device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AugmentationConfig:
+    """Probabilities and sizes of the augmentation; ``enabled=False`` turns it off."""
+
+    rotate_p: float = 0.3
+    max_angle_deg: float = 35.0
+    hflip_p: float = 0.3
+    vflip_p: float = 0.3
+    dropout_p: float = 0.3
+    holes: int = 10
+    hole_fraction: float = 32 / 256  # hole side as a fraction of the image side
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("rotate_p", "hflip_p", "vflip_p", "dropout_p", "hole_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"augmentation {name} must lie in [0, 1], got {value}")
+        if self.holes < 0 or self.max_angle_deg < 0:
+            raise ValueError("augmentation holes and max_angle_deg must not be negative")
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _rotation_grid(angles_rad: torch.Tensor, height: int, width: int, device: torch.device) -> torch.Tensor:
+    """Sampling grid rotating each image about its centre by ``angles`` (in pixel units, any aspect ratio)."""
+    cos, sin = torch.cos(angles_rad), torch.sin(angles_rad)
+    theta = torch.zeros((len(angles_rad), 2, 3), dtype=torch.float32)
+    theta[:, 0, 0] = cos
+    theta[:, 0, 1] = -sin * height / width
+    theta[:, 1, 0] = sin * width / height
+    theta[:, 1, 1] = cos
+    return F.affine_grid(theta.to(device), [len(angles_rad), 1, height, width], align_corners=False)
+
+
+def augment_batch(
+    images: torch.Tensor, targets: torch.Tensor, config: AugmentationConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment ``images`` (B, C, H, W) and ``targets`` (B, 1, H, W) together; returns new tensors."""
+    if not config.enabled or images.shape[0] == 0:
+        return images, targets
+    batch, _, height, width = images.shape
+    device = images.device
+    images, targets = images.clone(), targets.clone()
+
+    def draw(p: float) -> torch.Tensor:
+        return torch.rand(batch, generator=generator) < p
+
+    rotate = draw(config.rotate_p)
+    angles = (torch.rand(batch, generator=generator) * 2 - 1) * math.radians(config.max_angle_deg)
+    hflip, vflip, dropout = draw(config.hflip_p), draw(config.vflip_p), draw(config.dropout_p)
+    hole_h = max(1, round(config.hole_fraction * height))
+    hole_w = max(1, round(config.hole_fraction * width))
+    tops = torch.randint(0, max(1, height - hole_h + 1), (batch, config.holes), generator=generator)
+    lefts = torch.randint(0, max(1, width - hole_w + 1), (batch, config.holes), generator=generator)
+
+    if rotate.any():
+        index = rotate.nonzero().flatten().to(device)
+        grid = _rotation_grid(angles[rotate], height, width, device)
+        images[index] = F.grid_sample(images[index], grid, mode="bilinear", padding_mode="reflection",
+                                      align_corners=False)
+        targets[index] = F.grid_sample(targets[index], grid, mode="nearest", padding_mode="reflection",
+                                       align_corners=False)
+    for flags, dim in ((hflip, 3), (vflip, 2)):
+        if flags.any():
+            index = flags.nonzero().flatten().to(device)
+            images[index] = images[index].flip(dim)
+            targets[index] = targets[index].flip(dim)
+    if dropout.any() and config.holes > 0:
+        keep = torch.ones((batch, 1, height, width), dtype=images.dtype)
+        for sample in dropout.nonzero().flatten().tolist():
+            for top, left in zip(tops[sample].tolist(), lefts[sample].tolist(), strict=True):
+                keep[sample, :, top:top + hole_h, left:left + hole_w] = 0
+        images = images * keep.to(device)
+    return images, targets

@@ -1,0 +1,67 @@
+"""Training settings, with the paper's protocol as defaults (every value overridable)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from RMAMambaSegmentationLib.training.augmentation import AugmentationConfig
+from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
+
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """What ``rmamamba train`` does. Defaults: the official RMA-Mamba training (paper protocol)."""
+
+    variant: str = "T"
+    input_size: tuple[int, int] = (256, 256)
+    intensity: IntensityPreset = field(default_factory=IntensityPreset.mri)
+    label: int | None = None
+    batch_size: int = 16  # per process under torchrun
+    lr: float = 1e-4
+    epochs: int = 500
+    lr_patience: int = 5
+    lr_factor: float = 0.1
+    early_stop: int = 50  # epochs without a better validation Dice
+    slices_per_epoch: int | None = None  # None: every training slice once per epoch
+    max_steps: int | None = None  # stop after this many optimizer steps in total
+    valid_max_slices: int | None = None  # None: every validation slice
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    seed: int = 42
+    device: str = "auto"
+    amp: str = "auto"  # auto: bf16 (or fp16) on CUDA, off on CPU
+    workers: int = 0  # threads reading and preprocessing volumes
+    pretrained: str | None = None  # VMamba ImageNet checkpoint for the encoder
+    init_weights: str | None = None  # RMA-Mamba checkpoint to fine-tune
+    keep_every: int = 0  # also keep epoch_NNNN.pt every this many epochs (0: only last and best)
+    licence: str = ""  # data licence recorded in the model cards
+
+    def __post_init__(self) -> None:
+        self.variant = str(self.variant).upper()
+        if self.variant not in ("T", "S"):
+            raise ValueError(f"variant must be T or S, got {self.variant!r}")
+        self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
+        if min(self.input_size) < 32:
+            raise ValueError(f"input size {self.input_size} is too small: at least 32x32")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        for name in ("batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("slices_per_epoch", "max_steps", "valid_max_slices"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 (or unset)")
+        if self.lr <= 0 or not 0 < self.lr_factor < 1:
+            raise ValueError("lr must be positive and lr_factor between 0 and 1")
+        if self.early_stop < 1 or self.lr_patience < 0 or self.workers < 0 or self.keep_every < 0:
+            raise ValueError("early_stop must be >= 1; lr_patience, workers and keep_every >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["input_size"] = list(self.input_size)
+        data["intensity"] = self.intensity.to_dict()
+        data["augmentation"] = self.augmentation.to_dict()
+        return data

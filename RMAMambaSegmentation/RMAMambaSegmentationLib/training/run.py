@@ -1,0 +1,43 @@
+"""One training run from a data folder: find and split the cases, cache the slices, train, clean up."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from RMAMambaSegmentationLib.training.config import TrainConfig
+from RMAMambaSegmentationLib.training.distributed import cleanup_distributed, setup_distributed
+from RMAMambaSegmentationLib.training.layouts import DataSplits
+from RMAMambaSegmentationLib.training.slices import build_slice_set
+from RMAMambaSegmentationLib.training.state import resolve_resume_path
+from RMAMambaSegmentationLib.training.trainer import ProgressCallback, Trainer, TrainResult
+
+logger = logging.getLogger(__name__)
+
+
+def run_training(
+    config: TrainConfig,
+    data: DataSplits,
+    output_dir: str | Path,
+    *,
+    resume: str | Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> TrainResult:
+    """Train on ``data`` (from :func:`.layouts.find_training_data`) into ``output_dir``.
+
+    ``resume``: a ``training_state.pt`` or a folder holding one ("" means ``output_dir``). Under ``torchrun``
+    every process runs this same function.
+    """
+    context = setup_distributed(config.device)
+    try:
+        options = {"preset": config.intensity, "size": config.input_size, "label": config.label,
+                   "workers": config.workers}
+        train_set = build_slice_set(data.train, **options)
+        valid_set = build_slice_set(data.valid, **options)
+        trainer = Trainer(config, train_set, valid_set, output_dir, context=context,
+                          data_description=data.describe(), progress=progress)
+        if resume is not None:
+            trainer.resume(resolve_resume_path(resume, output_dir))
+        return trainer.fit()
+    finally:
+        cleanup_distributed(context)

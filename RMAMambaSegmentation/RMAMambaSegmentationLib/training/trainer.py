@@ -1,0 +1,409 @@
+"""The training loop of the paper's protocol: Adam, ReduceLROnPlateau on the validation loss, early stopping on
+the validation Dice, deep-supervision Dice+BCE, augmentation, mixed precision on GPU, DDP under ``torchrun``.
+
+Output folder (written by rank 0 only):
+
+* ``last.pt`` / ``last.json`` -- weights and model card after every epoch (overwritten);
+* ``best.pt`` / ``best.json`` -- the epoch with the highest validation Dice so far;
+* ``epoch_NNNN.pt`` / ``.json`` -- every ``keep_every`` epochs when asked;
+* ``training_state.pt`` -- everything ``--resume`` needs; ``log.csv`` -- one row per epoch; ``config.json``.
+
+Validation Dice is the mean over validation slices of the per-slice Dice at threshold 0.5 (a slice with no
+liver and no prediction scores 1), as the paper's scripts measure it; ``valid_dice_global`` pools all voxels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from RMAMambaSegmentationLib import __version__
+from RMAMambaSegmentationLib.checkpoints import load_checkpoint, load_vmamba_backbone, save_checkpoint
+from RMAMambaSegmentationLib.errors import CheckpointError, RMAMambaError
+from RMAMambaSegmentationLib.network.loss import deep_supervision_loss
+from RMAMambaSegmentationLib.network.rma_mamba import build_model
+from RMAMambaSegmentationLib.training.augmentation import augment_batch
+from RMAMambaSegmentationLib.training.config import TrainConfig
+from RMAMambaSegmentationLib.training.csv_log import CsvLog
+from RMAMambaSegmentationLib.training.distributed import (
+    DistributedContext,
+    all_reduce_sum,
+    barrier,
+    broadcast_flag,
+)
+from RMAMambaSegmentationLib.training.slices import SliceSet
+from RMAMambaSegmentationLib.training.state import STATE_NAME, load_training_state, save_training_state
+from RMAMambaSegmentationLib.volume.model_card import ModelCard, write_model_card
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    """Reported after every optimizer step (rank 0)."""
+
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float
+    lr: float
+
+
+ProgressCallback = Callable[[StepProgress], None]
+
+
+@dataclass
+class EpochResult:
+    """One row of ``log.csv``."""
+
+    epoch: int
+    steps: int
+    lr: float
+    train_loss: float
+    valid_loss: float
+    valid_dice: float
+    valid_dice_global: float
+    valid_iou: float
+    best_dice: float
+    is_best: bool
+    epochs_without_improvement: int
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """How a run ended."""
+
+    output_dir: Path
+    last_epoch: int
+    best_epoch: int
+    best_dice: float
+    global_step: int
+    stopped: str
+    history: list[EpochResult] = field(default_factory=list)
+
+    @property
+    def best_path(self) -> Path:
+        return self.output_dir / "best.pt"
+
+    @property
+    def last_path(self) -> Path:
+        return self.output_dir / "last.pt"
+
+
+def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``mode`` on ``device`` (None: full precision; never on CPU)."""
+    if device.type != "cuda":
+        if mode in ("bf16", "fp16"):
+            logger.warning("mixed precision is only used on CUDA; training in float32")
+        return None
+    if mode == "off":
+        return None
+    if mode == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+def epoch_indices(n_slices: int, epoch: int, config: TrainConfig, context: DistributedContext) -> torch.Tensor:
+    """This process's training slice indices for ``epoch``: a seeded shuffle (same on every rank), cut or
+    repeated to ``slices_per_epoch``, padded to a multiple of the world size and strided by rank."""
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    wanted = config.slices_per_epoch or n_slices
+    parts = [torch.randperm(n_slices, generator=generator) for _ in range(math.ceil(wanted / n_slices))]
+    order = torch.cat(parts)[:wanted]
+    padded = math.ceil(len(order) / context.world_size) * context.world_size
+    if padded > len(order):
+        order = torch.cat([order, order[: padded - len(order)]])
+    return order[context.rank :: context.world_size]
+
+
+def validation_indices(n_slices: int, limit: int | None) -> torch.Tensor:
+    """Every validation slice, or ``limit`` evenly spaced ones."""
+    if limit is None or limit >= n_slices:
+        return torch.arange(n_slices)
+    return torch.linspace(0, n_slices - 1, limit).round().long().unique()
+
+
+class Trainer:
+    """Train one model on in-memory slice sets and write checkpoints to ``output_dir``."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        train_set: SliceSet,
+        valid_set: SliceSet,
+        output_dir: str | Path,
+        *,
+        context: DistributedContext | None = None,
+        data_description: dict[str, Any] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self.config = config
+        self.train_set = train_set
+        self.valid_set = valid_set
+        self.output_dir = Path(output_dir)
+        self.context = context or DistributedContext()
+        self.device = self.context.device
+        self.data_description = data_description or {}
+        self.progress = progress
+        self.amp_dtype = resolve_amp(config.amp, self.device)
+        for name, slice_set in (("training", train_set), ("validation", valid_set)):
+            if slice_set.size != config.input_size:
+                raise ValueError(f"{name} slices are {slice_set.size}, the configuration says {config.input_size}")
+
+        torch.manual_seed(config.seed)
+        self.model = build_model(config.variant)
+        self._initialise_weights()
+        self.model.to(self.device)
+        self.network = self.model
+        if self.context.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.network = DistributedDataParallel(self.model, device_ids=ids)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.epoch = 0  # last completed epoch
+        self.global_step = 0
+        self.best_dice = -math.inf
+        self.best_epoch = 0
+        self.epochs_without_improvement = 0
+        self.log = CsvLog(self.output_dir / "log.csv")
+
+    # -- set-up ---------------------------------------------------------------------------------------------
+
+    def _initialise_weights(self) -> None:
+        if self.config.init_weights:
+            checkpoint = load_checkpoint(self.config.init_weights, variant=self.config.variant)
+            self.model.load_state_dict(checkpoint.state_dict, strict=True)
+            logger.info("weights initialised from %s (sha256 %s)", checkpoint.path, checkpoint.sha256[:12])
+        elif self.config.pretrained:
+            load_vmamba_backbone(self.model, self.config.pretrained)
+        elif self.context.is_main:
+            logger.warning("training from random weights: pass a VMamba ImageNet checkpoint (--pretrained) to "
+                           "initialise the encoder as the paper does")
+
+    def resume(self, path: str | Path) -> None:
+        """Continue from a ``training_state.pt``: weights, optimizer, scheduler, scaler and counters."""
+        state = load_training_state(path)
+        saved = state.get("config", {})
+        for key, current in (("variant", self.config.variant), ("input_size", list(self.config.input_size))):
+            if saved.get(key) != current:
+                raise CheckpointError(f"cannot resume {path}: it was trained with {key} {saved.get(key)!r}, "
+                                      f"this run asks for {current!r}")
+        self.model.load_state_dict(state["model"], strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch = int(state["epoch"])
+        self.global_step = int(state["global_step"])
+        self.best_dice = float(state["best_dice"])
+        self.best_epoch = int(state["best_epoch"])
+        self.epochs_without_improvement = int(state["epochs_without_improvement"])
+        if self.context.is_main:
+            self.log.truncate_after(self.epoch)
+        logger.info("resumed from %s after epoch %d (step %d, best Dice %.4f at epoch %d)", path, self.epoch,
+                    self.global_step, self.best_dice, self.best_epoch)
+
+    # -- one epoch ------------------------------------------------------------------------------------------
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
+    def train_epoch(self, epoch: int) -> tuple[float, int]:
+        """One pass over this epoch's slices; returns (mean training loss over all ranks, steps taken)."""
+        config = self.config
+        torch.manual_seed(config.seed * 1_000_003 + epoch * 101 + self.context.rank)  # DropPath draws
+        augment_rng = torch.Generator().manual_seed(config.seed * 7_919 + epoch * 131 + self.context.rank)
+        indices = epoch_indices(len(self.train_set), epoch, config, self.context)
+        batches = list(torch.split(indices, config.batch_size))
+        if config.max_steps is not None:
+            batches = batches[: max(0, config.max_steps - self.global_step)]
+        self.network.train()
+        total, steps = 0.0, 0
+        for step, batch in enumerate(batches, start=1):
+            images, targets = self.train_set.batch(batch, self.device)
+            images, targets = augment_batch(images, targets, config.augmentation, augment_rng)
+            with self._autocast():
+                outputs = self.network(images)
+            loss = deep_supervision_loss([o.float() for o in outputs], targets)
+            if not torch.isfinite(loss):
+                raise RMAMambaError(f"the training loss became {loss.item()} at epoch {epoch}, step {step}: "
+                                    "lower the learning rate or turn mixed precision off (--amp off)")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.global_step += 1
+            steps += 1
+            value = float(loss.detach())
+            total += value
+            if self.progress is not None and self.context.is_main:
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.progress(StepProgress(epoch, config.epochs, step, len(batches), value, lr))
+        summed = all_reduce_sum([total, float(steps)], self.context)
+        return (summed[0] / summed[1] if summed[1] else float("nan")), steps
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Validation loss (mean over batches), per-slice mean Dice and IoU, and the pooled Dice."""
+        indices = validation_indices(len(self.valid_set), self.config.valid_max_slices)
+        indices = indices[self.context.rank :: self.context.world_size]
+        self.model.eval()
+        sums = [0.0] * 7  # loss, batches, dice, iou, slices, 2*tp, |P|+|R|
+        for batch in torch.split(indices, self.config.batch_size):
+            images, targets = self.valid_set.batch(batch, self.device)
+            with self._autocast():
+                outputs = self.model.forward_all(images)
+            sums[0] += float(deep_supervision_loss([o.float() for o in outputs], targets))
+            sums[1] += 1
+            prediction = (torch.sigmoid(outputs[0].float()) > 0.5).flatten(1)
+            reference = (targets > 0.5).flatten(1)
+            tp = (prediction & reference).sum(1).double()
+            n_pred, n_ref = prediction.sum(1).double(), reference.sum(1).double()
+            union = n_pred + n_ref - tp
+            empty = (n_pred + n_ref) == 0
+            dice = torch.where(empty, 1.0, 2 * tp / (n_pred + n_ref).clamp(min=1))
+            iou = torch.where(empty, 1.0, tp / union.clamp(min=1))
+            sums[2] += float(dice.sum())
+            sums[3] += float(iou.sum())
+            sums[4] += len(batch)
+            sums[5] += float(2 * tp.sum())
+            sums[6] += float((n_pred + n_ref).sum())
+        loss, batches, dice, iou, slices, tp2, total = all_reduce_sum(sums, self.context)
+        return {
+            "valid_loss": loss / batches if batches else float("nan"),
+            "valid_dice": dice / slices if slices else float("nan"),
+            "valid_iou": iou / slices if slices else float("nan"),
+            "valid_dice_global": tp2 / total if total else 1.0,
+        }
+
+    # -- checkpoints ----------------------------------------------------------------------------------------
+
+    def model_card(self, epoch: int, scores: dict[str, float]) -> ModelCard:
+        config = self.config
+        notes = ""
+        if self.data_description.get("layout") == "png2d":
+            notes = ("Trained on 8-bit PNG slices divided by 255 (the official 2D release); how those PNGs were made "
+                     "from the volumes is not documented, so inference on volumes uses the intensity preset above.")
+        return ModelCard(
+            variant=config.variant,
+            intensity=config.intensity,
+            input_size=config.input_size,
+            threshold=0.5,
+            training={
+                "epoch": epoch,
+                "global_step": self.global_step,
+                "valid_dice": scores.get("valid_dice"),
+                "valid_dice_global": scores.get("valid_dice_global"),
+                "valid_loss": scores.get("valid_loss"),
+                "best_epoch": self.best_epoch,
+                "data": {**self.data_description, "n_train_slices": len(self.train_set),
+                         "n_valid_slices": len(self.valid_set), "label": config.label},
+                "settings": config.to_dict(),
+                "world_size": self.context.world_size,
+            },
+            provenance={
+                "created_by": f"rmamamba train {__version__}",
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "torch": torch.__version__,
+                "initialised_from": config.init_weights or config.pretrained or "random",
+            },
+            licence=config.licence,
+            notes=notes,
+        )
+
+    def _save_weights(self, name: str, card: ModelCard) -> Path:
+        path = save_checkpoint(self.output_dir / f"{name}.pt", self.model)
+        write_model_card(path, card)
+        return path
+
+    def save_state(self, epoch: int) -> Path:
+        return save_training_state(self.output_dir / STATE_NAME, {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "best_dice": self.best_dice,
+            "best_epoch": self.best_epoch,
+            "epochs_without_improvement": self.epochs_without_improvement,
+            "config": self.config.to_dict(),
+        })
+
+    # -- the run --------------------------------------------------------------------------------------------
+
+    def fit(self) -> TrainResult:
+        """Train until ``epochs``, early stopping, or ``max_steps``; returns how it ended."""
+        config = self.config
+        if self.context.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "config.json").write_text(
+                json.dumps({"settings": config.to_dict(), "data": self.data_description}, indent=2) + "\n",
+                encoding="utf-8",
+            )
+        history: list[EpochResult] = []
+        stopped = "epochs"
+        while self.epoch < config.epochs:
+            if config.max_steps is not None and self.global_step >= config.max_steps:
+                stopped = "max_steps"
+                break
+            epoch = self.epoch + 1
+            started = time.perf_counter()
+            train_loss, steps = self.train_epoch(epoch)
+            scores = self.validate()
+            self.scheduler.step(scores["valid_loss"])
+            is_best = scores["valid_dice"] > self.best_dice
+            if is_best:
+                self.best_dice, self.best_epoch = scores["valid_dice"], epoch
+                self.epochs_without_improvement = 0
+            elif scores["valid_dice"] < self.best_dice:
+                self.epochs_without_improvement += 1
+            self.epoch = epoch
+            result = EpochResult(
+                epoch, steps, self.optimizer.param_groups[0]["lr"], train_loss, scores["valid_loss"],
+                scores["valid_dice"], scores["valid_dice_global"], scores["valid_iou"], self.best_dice, is_best,
+                self.epochs_without_improvement, time.perf_counter() - started,
+            )
+            history.append(result)
+            if self.context.is_main:
+                self._end_of_epoch(result, scores)
+            barrier(self.context)
+            logger.info("epoch %d: train loss %.4f, valid loss %.4f, valid Dice %.4f%s (lr %.2g, %.1f s)", epoch,
+                        train_loss, scores["valid_loss"], scores["valid_dice"], " (best)" if is_best else "",
+                        result.lr, result.seconds)
+            if broadcast_flag(self.epochs_without_improvement >= config.early_stop, self.context):
+                stopped = "early stopping"
+                break
+        logger.info("training stopped (%s) after epoch %d; best validation Dice %.4f at epoch %d", stopped,
+                    self.epoch, self.best_dice, self.best_epoch)
+        return TrainResult(self.output_dir, self.epoch, self.best_epoch, self.best_dice, self.global_step, stopped,
+                           history)
+
+    def _end_of_epoch(self, result: EpochResult, scores: dict[str, float]) -> None:
+        card = self.model_card(result.epoch, scores)
+        self._save_weights("last", card)
+        if result.is_best:
+            self._save_weights("best", card)
+        if self.config.keep_every and result.epoch % self.config.keep_every == 0:
+            self._save_weights(f"epoch_{result.epoch:04d}", card)
+        self.save_state(result.epoch)
+        self.log.append(vars(result))

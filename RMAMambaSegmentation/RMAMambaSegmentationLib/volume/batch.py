@@ -1,0 +1,336 @@
+"""Segment many files into one output folder: the core of ``rmamamba segment`` and of the Slicer ``segmentFiles``.
+
+For an input named NAME (file name without its image ending, or the DICOM folder's name) the outputs are:
+
+* ``NAME_liver.nii.gz`` -- the uint8 0/1 mask in the input's grid (``NAME_liver.nrrd`` with ``mask_format="nrrd"``);
+* ``NAME.seg.nrrd`` -- the same mask as a Slicer segmentation with one segment "Liver";
+* ``NAME_probability.nii.gz`` -- float32 liver probability (only with ``probability=True``);
+* ``NAME_overlay.png`` -- the mid-liver axial slice with the liver tinted (unless ``overlay=False``);
+* one row per case in ``summary.csv`` (``summary_shard-I-of-N.csv`` for a shard, so that array jobs writing
+  into one folder never write the same file).
+
+Every case's files are written under temporary names and renamed at the end, so a failed or cancelled case leaves
+nothing behind. A case whose outputs exist is skipped (status ``skipped``) unless ``overwrite=True``; its earlier
+summary row is kept, so re-running a partly finished batch resumes it. A bad input gets status ``error`` with a
+one-line message and the other cases still run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import SimpleITK as sitk
+import torch
+
+from RMAMambaSegmentationLib.errors import InputFileError, RMAMambaError, SegmentationCancelledError
+from RMAMambaSegmentationLib.volume.image_io import InputCase, expand_inputs, read_case
+from RMAMambaSegmentationLib.volume.inference import (
+    CancelCheck,
+    ProgressCallback,
+    SegmentationResult,
+    segment_image,
+)
+from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
+from RMAMambaSegmentationLib.volume.model_loading import PreparedModel, prepare_model
+from RMAMambaSegmentationLib.volume.overlay import write_overlay_png
+from RMAMambaSegmentationLib.volume.seg_nrrd import write_liver_seg_nrrd
+
+logger = logging.getLogger(__name__)
+
+MASK_FORMATS = ("nii.gz", "nrrd")
+SUMMARY_COLUMNS = (
+    "case", "status", "message", "liver_ml", "slices", "size", "spacing_mm", "device", "variant", "intensity",
+    "weights_sha256", "seconds", "input", "mask", "segmentation", "probability", "overlay",
+)  # fmt: skip
+OK, SKIPPED, ERROR = "ok", "skipped", "error"
+T = TypeVar("T")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)`` with 1 <= I <= N (shard I of N; ``1/4`` ... ``4/4``)."""
+    try:
+        index_text, count_text = str(text).split("/")
+        index, count = int(index_text), int(count_text)
+    except ValueError as error:
+        raise ValueError(f"invalid shard {text!r}: expected I/N such as 2/8") from error
+    if count < 1 or not 1 <= index <= count:
+        raise ValueError(f"invalid shard {text!r}: I must be between 1 and N (e.g. 1/{max(count, 1)})")
+    return index, count
+
+
+def select_shard(cases: Sequence[T], shard: tuple[int, int] | None) -> list[T]:
+    """Cases ``I-1, I-1+N, I-1+2N, ...`` of the list (every case for ``None``): shards split it without overlap."""
+    if shard is None:
+        return list(cases)
+    index, count = shard
+    return list(cases[index - 1 :: count])
+
+
+def summary_path(output_dir: str | os.PathLike, shard: tuple[int, int] | None = None) -> Path:
+    """``summary.csv``, or ``summary_shard-I-of-N.csv`` for a shard."""
+    name = "summary.csv" if shard is None else f"summary_shard-{shard[0]}-of-{shard[1]}.csv"
+    return Path(output_dir) / name
+
+
+def case_outputs(
+    name: str, output_dir: str | os.PathLike, *, mask_format: str = "nii.gz", probability: bool = False,
+    overlay: bool = True,
+) -> dict[str, Path]:
+    """The files written for case ``name``, keyed by summary column."""
+    if mask_format not in MASK_FORMATS:
+        raise ValueError(f"unknown mask format {mask_format!r}: use one of {', '.join(MASK_FORMATS)}")
+    folder = Path(output_dir)
+    outputs = {"mask": folder / f"{name}_liver.{mask_format}", "segmentation": folder / f"{name}.seg.nrrd"}
+    if probability:
+        outputs["probability"] = folder / f"{name}_probability.{mask_format}"
+    if overlay:
+        outputs["overlay"] = folder / f"{name}_overlay.png"
+    return outputs
+
+
+def _temporary(path: Path, token: str) -> Path:
+    """A hidden name in the same folder that keeps the file ending (the writers choose the format by it)."""
+    return path.with_name(f".part-{token}-{path.name}")
+
+
+def write_case_outputs(image: sitk.Image, result: SegmentationResult, outputs: dict[str, Path]) -> None:
+    """Write every output of one case atomically: all files appear together, or none does."""
+    token = uuid.uuid4().hex[:8]
+    temporaries = {key: _temporary(path, token) for key, path in outputs.items()}
+    try:
+        sitk.WriteImage(result.mask, str(temporaries["mask"]), useCompression=True)
+        write_liver_seg_nrrd(result.mask, temporaries["segmentation"])
+        if "probability" in temporaries:
+            sitk.WriteImage(result.probability, str(temporaries["probability"]), useCompression=True)
+        if "overlay" in temporaries:
+            write_overlay_png(
+                temporaries["overlay"],
+                sitk.GetArrayViewFromImage(image),
+                sitk.GetArrayViewFromImage(result.mask),
+                spacing=image.GetSpacing(),
+                direction=image.GetDirection(),
+                bounds=result.provenance.intensity_bounds,
+            )
+        for key, path in outputs.items():
+            os.replace(temporaries[key], path)
+    finally:
+        for temporary in temporaries.values():
+            with contextlib.suppress(FileNotFoundError):
+                temporary.unlink()
+
+
+def _ok_row(case: InputCase, image: sitk.Image, result: SegmentationResult, outputs: dict[str, Path],
+            seconds: float) -> dict[str, Any]:
+    provenance = result.provenance
+    lo, hi = provenance.intensity_bounds
+    row = {
+        "case": case.name,
+        "status": OK,
+        "message": "; ".join(provenance.warnings),
+        "liver_ml": round(result.volume_ml, 3),
+        "slices": provenance.n_slices,
+        "size": "x".join(str(s) for s in image.GetSize()),
+        "spacing_mm": "x".join(f"{s:.6g}" for s in image.GetSpacing()),
+        "device": provenance.device,
+        "variant": provenance.variant or "",
+        "intensity": f"{provenance.intensity.name} [{lo:.6g}, {hi:.6g}]",
+        "weights_sha256": provenance.weights_sha256 or "",
+        "seconds": round(seconds, 3),
+        "input": str(case.path),
+    }
+    row.update({key: str(path) for key, path in outputs.items()})
+    return row
+
+
+def _other_row(case: InputCase, status: str, message: str, seconds: float = 0.0) -> dict[str, Any]:
+    return {"case": case.name, "status": status, "message": message, "seconds": round(seconds, 3),
+            "input": str(case.path)}
+
+
+def read_summary(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Rows of an existing summary CSV (empty when there is none)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_summary(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Path:
+    """Write the summary CSV atomically (columns :data:`SUMMARY_COLUMNS`)."""
+    path = Path(path)
+    temporary = _temporary(path, uuid.uuid4().hex[:8])
+    try:
+        with temporary.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({key: row.get(key, "") for key in SUMMARY_COLUMNS})
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+    return path
+
+
+def _merge_summary(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Earlier rows, replaced by this run's rows for the same case (a skipped case keeps its earlier row)."""
+    merged: dict[str, dict[str, Any]] = {row["case"]: row for row in read_summary(path)}
+    for row in rows:
+        if row["status"] == SKIPPED and row["case"] in merged:
+            continue
+        merged[row["case"]] = row
+    return list(merged.values())
+
+
+def _duplicate_names(cases: Sequence[InputCase]) -> dict[int, str]:
+    """Position -> message for every case whose name was already used by an earlier case."""
+    first: dict[str, InputCase] = {}
+    duplicates = {}
+    for position, case in enumerate(cases):
+        if case.name in first:
+            duplicates[position] = (f"{case.path}: another input has the same name {case.name!r} "
+                                    f"({first[case.name].path}); rename one of them")
+        else:
+            first[case.name] = case
+    return duplicates
+
+
+def segment_files(
+    paths: Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    *,
+    weights: str | os.PathLike | None = None,
+    model: torch.nn.Module | PreparedModel | None = None,
+    device: str | torch.device | None = "auto",
+    batch_size: int | None = None,
+    postprocess: bool = True,
+    intensity: IntensityPreset | str | None = None,
+    probability: bool = False,
+    mask_format: str = "nii.gz",
+    overlay: bool = True,
+    overwrite: bool = False,
+    shard: tuple[int, int] | str | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+) -> list[dict[str, Any]]:
+    """Segment every input and write its outputs into ``output_dir``; returns this run's summary rows.
+
+    ``paths``: image files (NIfTI, NRRD, MHA/MHD), DICOM series folders, folders of those, or text files listing
+    them one per line. ``weights`` / ``model`` / ``device`` / ``batch_size`` / ``postprocess`` / ``intensity`` are
+    those of :func:`segment_image`; the model is loaded once for the whole batch. ``shard``: ``(I, N)`` or
+    ``"I/N"`` to process only shard I of N. ``progress(fraction, message)`` covers the whole batch; ``cancel()``
+    is checked between cases and between slice batches.
+
+    Each row has the keys of :data:`SUMMARY_COLUMNS` (status ``ok``, ``skipped`` or ``error`` with a one-line
+    message). Raises CheckpointError / WeightsNotFoundError before anything is written when the weights are
+    unusable, InputFileError when no input is found, SegmentationCancelledError when cancelled (finished cases
+    keep their outputs and summary rows).
+    """
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
+    output_dir = Path(output_dir)
+    case_outputs("check", output_dir, mask_format=mask_format)  # refuse a bad format before any work
+    all_cases = expand_inputs(list(paths))
+    if not all_cases:
+        raise InputFileError(f"no input images found in {', '.join(str(p) for p in paths) or 'the arguments'}")
+    duplicates = _duplicate_names(all_cases)
+    positions = select_shard(range(len(all_cases)), shard)
+    if not positions:
+        logger.info("shard %s/%s has no case (%d inputs)", *shard, len(all_cases))  # type: ignore[misc]
+        return []
+    prepared = prepare_model(model=model, weights=weights, device=device)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputFileError(f"output folder {output_dir} exists and is not a folder")
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    rows: list[dict[str, Any]] = []
+    total = len(positions)
+    try:
+        for number, position in enumerate(positions):
+            case = all_cases[position]
+            label = f"case {number + 1}/{total} {case.name}"
+
+            def case_progress(fraction: float, message: str, _done: int = number, _label: str = label) -> None:
+                if progress is not None:
+                    progress((_done + fraction) / total, f"{_label}: {message}")
+
+            if cancel is not None and cancel():
+                raise SegmentationCancelledError("batch cancelled; finished cases keep their outputs")
+            outputs = case_outputs(case.name, output_dir, mask_format=mask_format, probability=probability,
+                                   overlay=overlay)
+            if position in duplicates:
+                row = _other_row(case, ERROR, duplicates[position])
+            else:
+                row = _run_case(case, outputs, prepared, overwrite=overwrite, batch_size=batch_size,
+                                postprocess=postprocess, intensity=intensity, progress=case_progress, cancel=cancel)
+            if row["status"] == ERROR:
+                logger.error("%s: %s", case.name, row["message"])
+            elif row["status"] == SKIPPED:
+                logger.warning("%s: %s", case.name, row["message"])
+            rows.append(row)
+            case_progress(1.0, row["status"] if row["status"] != OK else f"{row['liver_ml']:.1f} mL")
+    finally:
+        if rows:
+            write_summary(summary_path(output_dir, shard), _merge_summary(summary_path(output_dir, shard), rows))
+    return rows
+
+
+def _run_case(
+    case: InputCase,
+    outputs: dict[str, Path],
+    prepared: PreparedModel,
+    *,
+    overwrite: bool,
+    batch_size: int | None,
+    postprocess: bool,
+    intensity: IntensityPreset | str | None,
+    progress: Callable[[float, str], None],
+    cancel: CancelCheck | None,
+) -> dict[str, Any]:
+    """Segment one case and write its outputs; the row says how it went (cancellation propagates)."""
+    existing = [path.name for path in outputs.values() if path.exists()]
+    if existing and not overwrite:
+        return _other_row(case, SKIPPED, f"outputs already exist ({', '.join(existing)}); use --overwrite")
+    started = time.perf_counter()
+    try:
+        progress(0.0, "reading")
+        image = read_case(case)
+        result = segment_image(image, model=prepared, batch_size=batch_size, postprocess=postprocess,
+                               progress=progress, cancel=cancel, intensity=intensity)
+        progress(1.0, "writing")
+        write_case_outputs(image, result, outputs)
+    except SegmentationCancelledError:
+        raise
+    except RMAMambaError as error:
+        return _other_row(case, ERROR, _one_line(error), time.perf_counter() - started)
+    except Exception as error:  # a batch goes on after any failure of one case
+        logger.debug("%s failed", case.name, exc_info=True)
+        return _other_row(case, ERROR, f"{type(error).__name__}: {_one_line(error)}", time.perf_counter() - started)
+    return _ok_row(case, image, result, outputs, time.perf_counter() - started)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+__all__ = [
+    "MASK_FORMATS",
+    "SUMMARY_COLUMNS",
+    "case_outputs",
+    "parse_shard",
+    "read_summary",
+    "segment_files",
+    "select_shard",
+    "summary_path",
+    "write_case_outputs",
+    "write_summary",
+]

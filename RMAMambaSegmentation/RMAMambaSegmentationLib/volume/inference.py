@@ -1,0 +1,331 @@
+"""Segment the liver in a whole 3D volume, slice by slice, and put the result back in the input's grid.
+
+Two entry points:
+
+* :func:`segment_image` -- SimpleITK image in, :class:`SegmentationResult` (SimpleITK mask and probability) out.
+* :func:`segment_array` -- the same on a numpy ``(k, j, i)`` array plus spacing and LPS direction, with no
+  SimpleITK image and no MRML: what the Slicer logic calls from a worker thread.
+
+Steps: validate -> pick axial axis and radiological in-plane orientation -> intensity bounds for the volume ->
+batches of slices (normalise, resize to the network size, 3 channels) -> logits resized back bilinearly to the
+slice size -> sigmoid -> threshold 0.5 -> optional post-processing -> back to the input's array order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from RMAMambaSegmentationLib.errors import RMAMambaError, SegmentationCancelledError
+from RMAMambaSegmentationLib.volume.devices import DEFAULT_CPU_BATCH, auto_batch_size, is_out_of_memory
+from RMAMambaSegmentationLib.volume.intensity import IntensityPreset, apply_bounds
+from RMAMambaSegmentationLib.volume.model_card import ModelCard
+from RMAMambaSegmentationLib.volume.model_loading import PreparedModel, prepare_model
+from RMAMambaSegmentationLib.volume.orientation import LPS_TO_RAS, AxialReorientation
+from RMAMambaSegmentationLib.volume.postprocessing import postprocess_mask
+from RMAMambaSegmentationLib.volume.preprocessing import (
+    NETWORK_INPUT_SIZE,
+    resize_logits_back,
+    slices_to_network_input,
+)
+from RMAMambaSegmentationLib.volume.validation import validate_array, validate_geometry, validate_image
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[float, str], None]
+CancelCheck = Callable[[], bool]
+
+#: Share of the progress bar spent in the network (the rest is post-processing).
+_INFERENCE_SHARE = 0.9
+
+
+@dataclass
+class Provenance:
+    """How a segmentation was made (for summaries, logs and the Slicer module)."""
+
+    device: str
+    batch_size: int
+    n_slices: int
+    intensity: IntensityPreset
+    intensity_bounds: tuple[float, float]
+    postprocessed: bool
+    threshold: float = 0.5
+    weights_path: str | None = None
+    weights_sha256: str | None = None
+    variant: str | None = None
+    oblique_deg: float = 0.0
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ArraySegmentation:
+    """Result of :func:`segment_array`: arrays in the input's ``(k, j, i)`` order."""
+
+    mask: np.ndarray  # uint8, 0/1
+    probability: np.ndarray  # float32 in [0, 1], before post-processing
+    volume_ml: float
+    provenance: Provenance
+
+
+@dataclass
+class SegmentationResult:
+    """Result of :func:`segment_image`: SimpleITK images in exactly the input's grid."""
+
+    mask: sitk.Image  # uint8, 0/1
+    probability: sitk.Image  # float32 in [0, 1], before post-processing
+    volume_ml: float
+    provenance: Provenance
+
+    @property
+    def device(self) -> str:
+        return self.provenance.device
+
+    @property
+    def n_slices(self) -> int:
+        return self.provenance.n_slices
+
+    @property
+    def weights_sha256(self) -> str | None:
+        return self.provenance.weights_sha256
+
+
+def geometry_from_ijk_to_ras(matrix: np.ndarray) -> tuple[tuple[float, float, float], np.ndarray]:
+    """``(spacing (i, j, k), LPS direction 3x3)`` from an MRML IJK-to-RAS 4x4 matrix."""
+    linear = np.asarray(matrix, dtype=float)[:3, :3]
+    spacing = np.linalg.norm(linear, axis=0)
+    direction = LPS_TO_RAS @ (linear / spacing)
+    return (float(spacing[0]), float(spacing[1]), float(spacing[2])), direction
+
+
+def resolve_intensity(intensity: IntensityPreset | str | None, card: ModelCard | None) -> IntensityPreset:
+    """The preset to use: an explicit preset object as is; a name (``"MRI"``/``"CT"``) with the model card's
+    parameters when the card is for that modality; None -> the card's preset, else MRI."""
+    if isinstance(intensity, IntensityPreset):
+        return intensity
+    if intensity is None:
+        return card.intensity if card is not None else IntensityPreset.mri()
+    preset = IntensityPreset.from_name(intensity)
+    if card is not None:
+        if card.intensity.name.upper() == preset.name.upper():
+            return card.intensity
+        logger.warning(
+            "the weights' model card says they were trained with the %s preset; using %s as asked",
+            card.intensity.name,
+            preset.name,
+        )
+    return preset
+
+
+def _check_cancel(cancel: CancelCheck | None) -> None:
+    if cancel is not None and cancel():
+        raise SegmentationCancelledError("segmentation cancelled; nothing was produced")
+
+
+def _report(progress: ProgressCallback | None, fraction: float, message: str) -> None:
+    if progress is not None:
+        progress(float(min(max(fraction, 0.0), 1.0)), message)
+
+
+def _as_logits(output: object, batch: int) -> torch.Tensor:
+    """The network's output as ``(B, 1, h, w)`` float32 logits (a tuple's first map is the final one)."""
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    if not isinstance(output, torch.Tensor):
+        raise RMAMambaError(f"the model returned {type(output).__name__}, expected a tensor of logits")
+    if output.ndim == 3:
+        output = output[:, None]
+    if output.ndim != 4 or output.shape[0] != batch or output.shape[1] != 1:
+        raise RMAMambaError(f"the model returned shape {tuple(output.shape)}, expected ({batch}, 1, H, W) logits")
+    return output.float()
+
+
+def voxel_volume_ml(spacing: Sequence[float], direction: Sequence[float] | np.ndarray) -> float:
+    """Volume of one voxel in mL: ``|det(direction @ diag(spacing))|`` mm^3 / 1000."""
+    matrix = np.asarray(direction, dtype=float).reshape(3, 3) @ np.diag(np.asarray(spacing, dtype=float))
+    return abs(float(np.linalg.det(matrix))) / 1000.0
+
+
+def _device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        with contextlib.suppress(RuntimeError, AssertionError):
+            return f"{torch.cuda.get_device_name(device)} (CUDA)"
+    return "CPU" if device.type == "cpu" else str(device)
+
+
+def _recover_from_oom(prepared: PreparedModel, batch: int, warnings: list[str]) -> int:
+    """After CUDA ran out of memory: halve the batch, or move to the CPU at 1 slice per batch."""
+    torch.cuda.empty_cache()
+    if batch > 1:
+        batch = max(1, batch // 2)
+        logger.warning("CUDA out of memory: retrying with batches of %d slices", batch)
+        return batch
+    message = "CUDA out of memory even with 1 slice per batch: continuing on the CPU (slower)"
+    logger.warning(message)
+    warnings.append(message)
+    with torch.inference_mode(False):  # the moved parameters stay ordinary tensors (usable for training later)
+        prepared.to(torch.device("cpu"))
+    return DEFAULT_CPU_BATCH
+
+
+def _autocast(device: torch.device):
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def _predict_batch(
+    prepared: PreparedModel,
+    slices01: np.ndarray,
+    input_size: tuple[int, int],
+) -> np.ndarray:
+    """Probabilities ``(b, rows, cols)`` for a batch of normalised slices."""
+    rows, cols = slices01.shape[1:]
+    inputs = slices_to_network_input(slices01, input_size, device=prepared.device)
+    with _autocast(prepared.device):
+        logits = _as_logits(prepared.module(inputs), inputs.shape[0])
+    probability = torch.sigmoid(resize_logits_back(logits, (rows, cols)))
+    return probability[:, 0].cpu().numpy().astype(np.float32, copy=False)
+
+
+def segment_array(
+    array: np.ndarray,
+    *,
+    spacing: Sequence[float],
+    direction: Sequence[float] | np.ndarray,
+    weights: str | Path | None = None,
+    model: torch.nn.Module | PreparedModel | None = None,
+    device: str | torch.device | None = "auto",
+    batch_size: int | None = None,
+    postprocess: bool = True,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+    intensity: IntensityPreset | str | None = None,
+) -> ArraySegmentation:
+    """Segment a ``(k, j, i)`` array (SimpleITK / MRML order) with spacing (i, j, k) in mm and an LPS direction.
+
+    Raises InvalidImageError for an input that cannot be segmented, CheckpointError / WeightsNotFoundError for
+    weights, SegmentationCancelledError when ``cancel()`` returns True (checked between batches).
+    """
+    started = time.perf_counter()
+    if batch_size is not None and int(batch_size) < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    array = np.asarray(array)
+    if array.dtype == bool:
+        array = array.view(np.uint8)
+    validate_geometry(spacing, direction)
+    reorientation = AxialReorientation.from_direction(direction)
+    validate_array(array, slice_axis=reorientation.axes[0])
+    _check_cancel(cancel)
+    _report(progress, 0.0, "loading the model")
+    prepared = prepare_model(model=model, weights=weights, device=device)
+    card = prepared.card
+    preset = resolve_intensity(intensity, card)
+    input_size = card.input_size if card is not None else NETWORK_INPUT_SIZE
+    threshold = card.threshold if card is not None else 0.5
+    lo, hi = preset.bounds(array)
+    logger.debug("intensity preset %s: [%g, %g] -> [0, 1]", preset.name, lo, hi)
+
+    stack = reorientation.to_axial(array)
+    n_slices = stack.shape[0]
+    batch = int(batch_size) if batch_size is not None else auto_batch_size(prepared.device, input_size)
+    warnings: list[str] = []
+    if reorientation.is_oblique:
+        warnings.append(f"oblique volume ({reorientation.oblique_deg:.1f} degrees): closest axes used")
+    # Outputs are allocated once in the input's order; the axial views below write into them (no extra copy).
+    probability = np.empty(array.shape, dtype=np.float32)
+    probability_stack = reorientation.to_axial(probability)
+    prepared.module.eval()
+    _report(progress, 0.0, f"segmenting {n_slices} slices on {_device_label(prepared.device)}")
+    start = 0
+    with torch.inference_mode():
+        while start < n_slices:
+            _check_cancel(cancel)
+            stop = min(start + batch, n_slices)
+            try:
+                probability_stack[start:stop] = _predict_batch(
+                    prepared, apply_bounds(stack[start:stop], lo, hi), input_size
+                )
+            except (RuntimeError, MemoryError) as error:
+                if prepared.device.type != "cuda" or not is_out_of_memory(error):
+                    raise
+                batch = _recover_from_oom(prepared, batch, warnings)
+                continue
+            start = stop
+            _report(progress, _INFERENCE_SHARE * stop / n_slices, f"slices {stop}/{n_slices}")
+    _check_cancel(cancel)
+
+    _report(progress, _INFERENCE_SHARE, "post-processing" if postprocess else "thresholding")
+    mask_stack = (probability_stack > threshold).astype(np.uint8)
+    if postprocess:
+        mask_stack = postprocess_mask(mask_stack)
+    _check_cancel(cancel)
+    mask = np.ascontiguousarray(reorientation.from_axial(mask_stack))
+    volume_ml = float(np.count_nonzero(mask)) * voxel_volume_ml(spacing, direction)
+    provenance = Provenance(
+        device=str(prepared.device),
+        batch_size=batch,
+        n_slices=n_slices,
+        intensity=preset,
+        intensity_bounds=(lo, hi),
+        postprocessed=bool(postprocess),
+        threshold=threshold,
+        weights_path=str(prepared.weights_path) if prepared.weights_path is not None else None,
+        weights_sha256=prepared.weights_sha256,
+        variant=prepared.variant,
+        oblique_deg=reorientation.oblique_deg,
+        seconds=time.perf_counter() - started,
+        warnings=warnings,
+    )
+    _report(progress, 1.0, f"done: liver {volume_ml:.1f} mL")
+    return ArraySegmentation(mask, probability, volume_ml, provenance)
+
+
+def segment_image(
+    image: sitk.Image,
+    *,
+    weights: str | Path | None = None,
+    model: torch.nn.Module | PreparedModel | None = None,
+    device: str | torch.device | None = "auto",
+    batch_size: int | None = None,
+    postprocess: bool = True,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+    intensity: IntensityPreset | str | None = None,
+) -> SegmentationResult:
+    """Segment the liver in a 3D scalar SimpleITK image.
+
+    ``model``: any module mapping (B, 3, H, W) in [0, 1] to (B, 1, H, W) logits; else ``weights`` (a checkpoint
+    path); else the default weights. ``intensity``: ``"MRI"``, ``"CT"`` or an :class:`IntensityPreset`; None
+    takes it from the model card beside the weights, else MRI. Returns the uint8 mask and float32 probability in
+    exactly the input's grid, and the liver volume in mL.
+    """
+    validate_image(image)
+    array = sitk.GetArrayViewFromImage(image)
+    result = segment_array(
+        array,
+        spacing=image.GetSpacing(),
+        direction=image.GetDirection(),
+        weights=weights,
+        model=model,
+        device=device,
+        batch_size=batch_size,
+        postprocess=postprocess,
+        progress=progress,
+        cancel=cancel,
+        intensity=intensity,
+    )
+    mask = sitk.GetImageFromArray(result.mask)
+    mask.CopyInformation(image)
+    probability = sitk.GetImageFromArray(result.probability)
+    probability.CopyInformation(image)
+    return SegmentationResult(mask, probability, result.volume_ml, result.provenance)

@@ -1,0 +1,97 @@
+"""A small JSON model card kept beside the weights: how the model expects its input, and where it came from.
+
+``weights/best.pt`` has its card in ``weights/best.json``. Inference reads the intensity preset, the input size
+and the variant from it, so a checkpoint trained differently can say so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from RMAMambaSegmentationLib.errors import CheckpointError
+from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
+from RMAMambaSegmentationLib.volume.orientation import ORIENTATION_CONVENTION
+from RMAMambaSegmentationLib.volume.preprocessing import NETWORK_INPUT_SIZE
+
+logger = logging.getLogger(__name__)
+
+CARD_FORMAT = "rmamamba-model-card/1"
+
+
+@dataclass
+class ModelCard:
+    """What inference must know about a checkpoint, plus free provenance fields."""
+
+    variant: str = "T"
+    intensity: IntensityPreset = field(default_factory=IntensityPreset.mri)
+    input_size: tuple[int, int] = NETWORK_INPUT_SIZE
+    orientation: str = ORIENTATION_CONVENTION
+    threshold: float = 0.5
+    training: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    licence: str = ""
+    notes: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": CARD_FORMAT,
+            "variant": self.variant,
+            "intensity": self.intensity.to_dict(),
+            "input_size": list(self.input_size),
+            "orientation": self.orientation,
+            "threshold": self.threshold,
+            "training": self.training,
+            "provenance": self.provenance,
+            "licence": self.licence,
+            "notes": self.notes,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        if not isinstance(data, dict):
+            raise ValueError("a model card must be a JSON object")
+        size = data.get("input_size", NETWORK_INPUT_SIZE)
+        if len(size) != 2 or any(int(s) < 1 for s in size):
+            raise ValueError(f"invalid input_size {size!r}")
+        intensity = data.get("intensity")
+        return cls(
+            variant=str(data.get("variant", "T")),
+            intensity=IntensityPreset.from_dict(intensity) if intensity is not None else IntensityPreset.mri(),
+            input_size=(int(size[0]), int(size[1])),
+            orientation=str(data.get("orientation", ORIENTATION_CONVENTION)),
+            threshold=float(data.get("threshold", 0.5)),
+            training=dict(data.get("training") or {}),
+            provenance=dict(data.get("provenance") or {}),
+            licence=str(data.get("licence", "")),
+            notes=str(data.get("notes", "")),
+        )
+
+
+def model_card_path(weights_path: str | Path) -> Path:
+    """The card's path for a weights file: same folder, weights stem + ``.json``."""
+    path = Path(weights_path)
+    return path.with_name(path.stem + ".json")
+
+
+def read_model_card(weights_path: str | Path) -> ModelCard | None:
+    """The card beside ``weights_path``, or None when there is none; CheckpointError when it is malformed."""
+    path = model_card_path(weights_path)
+    if not path.is_file():
+        return None
+    try:
+        card = ModelCard.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as error:
+        raise CheckpointError(f"model card {path} is not valid: {error}") from error
+    logger.debug("model card %s: variant %s, intensity %s", path, card.variant, card.intensity)
+    return card
+
+
+def write_model_card(weights_path: str | Path, card: ModelCard) -> Path:
+    """Write ``card`` beside ``weights_path``; returns the card's path."""
+    path = model_card_path(weights_path)
+    path.write_text(json.dumps(card.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,87 @@
+"""Which network segments: a module given by the caller, a checkpoint path, or the default weights."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from RMAMambaSegmentationLib.volume.devices import resolve_device
+from RMAMambaSegmentationLib.volume.model_card import ModelCard, model_card_path, read_model_card
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedModel:
+    """A network in eval mode on its device, with what is known about its weights."""
+
+    module: torch.nn.Module
+    device: torch.device
+    weights_path: Path | None = None
+    weights_sha256: str | None = None
+    card: ModelCard | None = None
+
+    @property
+    def variant(self) -> str | None:
+        variant = getattr(self.module, "variant", None)
+        variant = getattr(variant, "name", variant)
+        if variant is None and self.card is not None:
+            variant = self.card.variant
+        return None if variant is None else str(variant)
+
+    def to(self, device: torch.device) -> PreparedModel:
+        """Move the network (e.g. to the CPU after CUDA ran out of memory)."""
+        self.module.to(device)
+        self.device = device
+        return self
+
+
+def prepare_model(
+    *,
+    model: torch.nn.Module | PreparedModel | None = None,
+    weights: str | Path | None = None,
+    device: str | torch.device | None = "auto",
+) -> PreparedModel:
+    """Resolve ``model`` / ``weights`` / default weights into a :class:`PreparedModel` on ``device``.
+
+    ``model`` wins when given (``weights``, if also given, then only supplies the model card and the sha256 for
+    provenance). Otherwise ``weights`` is loaded with :func:`checkpoints.load_model`; with neither, the default
+    weights (:func:`checkpoints.default_weights_path`) are used. Raises CheckpointError / WeightsNotFoundError.
+    """
+    if isinstance(model, PreparedModel):
+        target = resolve_device(device) if device not in (None, "auto") else model.device
+        return model.to(target) if target != model.device else model
+    target = resolve_device(device)
+    if model is not None:
+        return _wrap_module(model, weights, target)
+
+    from RMAMambaSegmentationLib.checkpoints import default_weights_path, file_sha256, load_model
+
+    weights_path = Path(weights) if weights is not None else Path(default_weights_path())
+    card = read_model_card(weights_path)
+    module = load_model(weights_path, device=str(target)).eval()
+    sha256 = getattr(module, "weights_sha256", None) or file_sha256(weights_path)
+    if card is not None and str(card.variant).upper() != module.variant.name:
+        logger.warning("model card %s says variant %s but the weights are RMA-Mamba-%s; using the weights' variant",
+                       model_card_path(weights_path), card.variant, module.variant.name)
+    logger.info("loaded weights %s (sha256 %s) on %s", weights_path, sha256[:12], target)
+    return PreparedModel(module, target, weights_path, sha256, card)
+
+
+def _wrap_module(model: torch.nn.Module, weights: str | Path | None, target: torch.device) -> PreparedModel:
+    """A caller's module; its weights file (``weights``, or the ``weights_path`` attribute that
+    :func:`checkpoints.load_model` sets) supplies the sha256 and the model card."""
+    sha256 = getattr(model, "weights_sha256", None) if weights is None else None
+    if weights is None and getattr(model, "weights_path", None):
+        weights = model.weights_path
+    weights_path = Path(weights) if weights is not None else None
+    if weights_path is not None and sha256 is None and weights_path.is_file():
+        from RMAMambaSegmentationLib.checkpoints import file_sha256
+
+        sha256 = file_sha256(weights_path)
+    card = read_model_card(weights_path) if weights_path is not None else None
+    module = model.to(target).eval()
+    return PreparedModel(module, target, weights_path, sha256, card)

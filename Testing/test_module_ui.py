@@ -1,0 +1,212 @@
+"""The Slicer module's static parts, checked without Slicer's GUI: the .ui file, the module script's structure,
+the CMake lists (packaging), icons and self-test data.
+
+The module script imports ``qt``/``slicer.ScriptedLoadableModule`` (absent from the slicer-core wheel), so it is
+read as source (AST) here; its logic is exercised through ``RMAMambaSegmentationLib`` in the test_mrml_* tests
+and by its own ``RMAMambaSegmentationTest`` inside Slicer.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import re
+import struct
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from conftest import PROJECT_ROOT, TOTALSEG
+
+MODULE_DIR = PROJECT_ROOT / "RMAMambaSegmentation"
+SCRIPT = MODULE_DIR / "RMAMambaSegmentation.py"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "RMAMambaSegmentation.ui"
+MODULE_CMAKE = MODULE_DIR / "CMakeLists.txt"
+EXTENSION_CMAKE = PROJECT_ROOT / "CMakeLists.txt"
+#: Widgets the parameter-node wrapper can bind, per parameter annotation kind.
+BINDABLE = {"node": {"qMRMLNodeComboBox"}, "choice": {"QComboBox", "ctkComboBox"}, "bool": {"QCheckBox", "ctkCheckBox"}}
+
+
+@pytest.fixture(scope="module")
+def script_tree() -> ast.Module:
+    return ast.parse(SCRIPT.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def ui_widgets() -> dict[str, ET.Element]:
+    root = ET.parse(UI_FILE).getroot()
+    assert root.tag == "ui" and root.findtext("class") == "RMAMambaSegmentation"
+    return {w.get("name"): w for w in root.iter("widget")}
+
+
+def _class(tree: ast.Module, name: str) -> ast.ClassDef:
+    found = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == name]
+    assert found, f"class {name} missing from {SCRIPT.name}"
+    return found[0]
+
+
+def _cmake_list(text: str, variable: str) -> list[str]:
+    match = re.search(rf"set\({variable}\s+(.*?)\)", text, re.S)
+    assert match, f"{variable} not set"
+    return [entry.replace("${MODULE_NAME}", "RMAMambaSegmentation") for entry in match.group(1).split()]
+
+
+def _parameter_fields(tree: ast.Module) -> dict[str, str]:
+    """Parameter-node field -> kind ("node", "choice", "bool", "str")."""
+    fields = {}
+    for statement in _class(tree, "RMAMambaSegmentationParameterNode").body:
+        if isinstance(statement, ast.AnnAssign):
+            text = ast.unparse(statement.annotation)
+            kind = "node" if "vtkMRML" in text else "choice" if "Choice" in text else text
+            fields[statement.target.id] = kind
+    return fields
+
+
+def test_every_ui_name_used_by_the_module_exists(script_tree, ui_widgets):
+    used = {node.attr for node in ast.walk(script_tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "ui" and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"}
+    assert {"applyButton", "cancelButton", "progressBar", "statusLabel", "weightsPathLineEdit"} <= used
+    missing = used - set(ui_widgets)
+    assert not missing, f"self.ui names not in {UI_FILE.name}: {sorted(missing)}"
+
+
+def test_parameter_node_bindings(script_tree, ui_widgets):
+    fields = _parameter_fields(script_tree)
+    bound = {}
+    for name, widget in ui_widgets.items():
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                bound[prop.findtext("string")] = (name, widget.get("class"))
+    # every field but the weights path (a ctkPathLineEdit handled by hand, remembered per model) is bound once
+    assert set(bound) == set(fields) - {"weightsPath"}
+    for field, (widget_name, widget_class) in bound.items():
+        assert widget_class in BINDABLE[fields[field]], f"{widget_name} ({widget_class}) cannot bind {field}"
+
+
+def test_panel_contents(ui_widgets):
+    expected = {
+        "inputVolumeSelector": "qMRMLNodeComboBox",
+        "modelComboBox": "QComboBox",
+        "weightsPathLineEdit": "ctkPathLineEdit",
+        "weightsStatusLabel": "QLabel",
+        "deviceComboBox": "QComboBox",
+        "deviceInfoLabel": "QLabel",
+        "intensityPresetComboBox": "QComboBox",
+        "postprocessCheckBox": "QCheckBox",
+        "probabilityMapCheckBox": "QCheckBox",
+        "outputSegmentationSelector": "qMRMLNodeComboBox",
+        "applyButton": "QPushButton",
+        "cancelButton": "QPushButton",
+        "progressBar": "QProgressBar",
+        "statusLabel": "QLabel",
+    }
+    assert {name: ui_widgets[name].get("class") for name in expected if name in ui_widgets} == expected
+
+    def prop(widget: str, name: str) -> ET.Element | None:
+        return next((p for p in ui_widgets[widget].findall("property") if p.get("name") == name), None)
+
+    assert prop("applyButton", "text").findtext("string") == "Segment liver"
+    assert prop("outputSegmentationSelector", "noneDisplay").findtext("string") == "Create new segmentation"
+    assert prop("outputSegmentationSelector", "noneEnabled").findtext("bool") == "true"
+    assert [s.text for s in prop("inputVolumeSelector", "nodeTypes").iter("string")] == ["vtkMRMLScalarVolumeNode"]
+    assert prop("inputVolumeSelector", "showChildNodeTypes").findtext("bool") == "false"  # no label maps
+
+
+def test_module_script_structure(script_tree):
+    bases = {
+        "RMAMambaSegmentation": "ScriptedLoadableModule",
+        "RMAMambaSegmentationWidget": "ScriptedLoadableModuleWidget",
+        "RMAMambaSegmentationLogic": "ScriptedLoadableModuleLogic",
+        "RMAMambaSegmentationTest": "ScriptedLoadableModuleTest",
+    }
+    for name, base in bases.items():
+        assert base in {ast.unparse(b) for b in _class(script_tree, name).bases}
+    logic_methods = {n.name for n in _class(script_tree, "RMAMambaSegmentationLogic").body
+                     if isinstance(n, ast.FunctionDef)}
+    assert {"segment", "segmentFiles", "setupPythonRequirements", "prepare", "compute", "apply"} <= logic_methods
+    test_methods = {n.name for n in _class(script_tree, "RMAMambaSegmentationTest").body
+                    if isinstance(n, ast.FunctionDef)}
+    assert "runTest" in test_methods and sum(m.startswith("test_") for m in test_methods) >= 3
+
+    # nothing heavy at Slicer start-up: torch and the library are imported inside functions only
+    top_level = set()
+    for node in script_tree.body:
+        if isinstance(node, ast.Import):
+            top_level |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            top_level.add((node.module or "").split(".")[0])
+    assert not top_level & {"torch", "RMAMambaSegmentationLib", "SimpleITK", "numpy", "PyTorchUtils"}
+    # the parameter-node wrapper needs real annotations, not PEP 563 strings
+    assert "__future__" not in top_level
+
+
+def test_widget_calls_match_the_library_signature(script_tree):
+    """Keywords the panel passes to logic.prepare exist in SegmentationLogic.prepare (and so in segment)."""
+    from RMAMambaSegmentationLib.mrml.segmentation_logic import SegmentationLogic
+
+    calls = [node for node in ast.walk(_class(script_tree, "RMAMambaSegmentationWidget"))
+             if isinstance(node, ast.Call) and ast.unparse(node.func) == "self.logic.prepare"]
+    assert len(calls) == 1
+    keywords = {k.arg for k in calls[0].keywords}
+    prepare = set(inspect.signature(SegmentationLogic.prepare).parameters)
+    segment = set(inspect.signature(SegmentationLogic.segment).parameters)
+    assert keywords <= prepare and prepare - {"self"} <= segment
+    assert {"weights", "device", "segmentationNode", "replace", "progress", "cancel"} <= segment
+
+
+def _files_under(folder: Path) -> set[str]:
+    return {str(p.relative_to(MODULE_DIR)) for p in folder.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
+
+
+def test_module_cmake_lists_every_file():
+    text = MODULE_CMAKE.read_text(encoding="utf-8")
+    scripts = _cmake_list(text, "MODULE_PYTHON_SCRIPTS")
+    resources = _cmake_list(text, "MODULE_PYTHON_RESOURCES")
+    library = _files_under(MODULE_DIR / "RMAMambaSegmentationLib")
+    on_disk_scripts = {"RMAMambaSegmentation.py"} | {f for f in library if f.endswith(".py")}
+    on_disk_resources = _files_under(MODULE_DIR / "Resources") | {f for f in library if not f.endswith(".py")}
+    assert len(scripts) == len(set(scripts)) and len(resources) == len(set(resources))
+    assert set(scripts) == on_disk_scripts, "update MODULE_PYTHON_SCRIPTS in RMAMambaSegmentation/CMakeLists.txt"
+    assert set(resources) == on_disk_resources, "update MODULE_PYTHON_RESOURCES in RMAMambaSegmentation/CMakeLists.txt"
+    assert "slicerMacroBuildScriptedModule(" in text and "WITH_GENERIC_TESTS" in text
+    assert re.search(r"if\(BUILD_TESTING\)\s+.*slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)", text, re.S)
+
+
+def test_extension_cmake():
+    text = EXTENSION_CMAKE.read_text(encoding="utf-8")
+    values = dict(re.findall(r'set\((EXTENSION_\w+) "([^"]*)"\)', text))
+    assert values["EXTENSION_CATEGORY"] == "Segmentation"
+    assert values["EXTENSION_DEPENDS"] == "PyTorch"
+    assert values["EXTENSION_HOMEPAGE"].startswith("https://")
+    assert values["EXTENSION_CONTRIBUTORS"] and len(values["EXTENSION_DESCRIPTION"]) > 50
+    urls = [values["EXTENSION_ICONURL"], *values["EXTENSION_SCREENSHOTURLS"].split()]
+    for url in urls:  # raw URLs of files that exist in the repository
+        relative = url.split("/main/", 1)[1]
+        assert (PROJECT_ROOT / relative).is_file(), relative
+    for statement in ("project(RMAMambaSegmentation)", "find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})",
+                      "add_subdirectory(RMAMambaSegmentation)", "include(${Slicer_EXTENSION_GENERATE_CONFIG})",
+                      "include(${Slicer_EXTENSION_CPACK})"):
+        assert statement in text
+
+
+def _png_header(path: Path) -> tuple[int, int, int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+    return width, height, depth, colour
+
+
+@pytest.mark.parametrize("path", ["Resources/Icons/RMAMambaSegmentation.png",
+                                  "RMAMambaSegmentation/Resources/Icons/RMAMambaSegmentation.png"])
+def test_icons(path):
+    assert _png_header(PROJECT_ROOT / path) == (128, 128, 8, 6)  # 128x128 RGBA
+
+
+def test_self_test_data_is_the_shared_example():
+    shipped = MODULE_DIR / "Resources" / "Testing" / "example_mr_sm.nii.gz"
+    digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (shipped, TOTALSEG / "example_mr_sm.nii.gz")]
+    assert digest[0] == digest[1]

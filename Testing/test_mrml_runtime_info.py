@@ -1,0 +1,73 @@
+"""What the panel shows about weights and devices (runtime_info), on real files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from RMAMambaSegmentationLib.mrml.runtime_info import (
+    describe_device,
+    inspect_weights,
+    mamba_ssm_available,
+    normalize_device,
+    torch_available,
+)
+
+
+@pytest.fixture(scope="module")
+def s_weights(tmp_path_factory):
+    """RMA-Mamba-S with seeded random weights, stored in float16."""
+    from RMAMambaSegmentationLib.checkpoints import save_checkpoint
+    from RMAMambaSegmentationLib.network.rma_mamba import build_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "rmamamba_s.pt"
+    save_checkpoint(path, build_model("S"), half=True)
+    return path
+
+
+def test_good_weights_show_their_variant(s_weights):
+    from RMAMambaSegmentationLib.checkpoints import file_sha256
+
+    status = inspect_weights(s_weights)
+    assert status.ok and status.variant == "S"
+    assert status.sha256 == file_sha256(s_weights)
+    assert status.message.startswith("RMA-Mamba-S weights")
+    assert inspect_weights(s_weights, "S").ok
+
+
+def test_mismatched_missing_and_corrupt_weights(s_weights, tmp_path, monkeypatch):
+    mismatch = inspect_weights(s_weights, "T")
+    assert not mismatch.ok and mismatch.message.startswith("Variant mismatch") and "RMA-Mamba-S" in mismatch.message
+
+    missing = inspect_weights(tmp_path / "nothing.pt")
+    assert not missing.ok and missing.message.startswith("Weights missing")
+
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(s_weights.read_bytes()[:4096])
+    broken = inspect_weights(corrupt)
+    assert not broken.ok and broken.message.startswith("Unusable weights")
+
+    not_rma = tmp_path / "other.pt"
+    torch.save({"conv.weight": torch.zeros(2, 2)}, not_rma)
+    assert inspect_weights(not_rma).message.startswith("Unusable weights")
+
+    import RMAMambaSegmentationLib.checkpoints as checkpoints
+
+    monkeypatch.setattr(checkpoints, "MODELS_DIR", tmp_path / "no_models")
+    default = inspect_weights(None)
+    assert not default.ok and "no default weights" in default.message
+
+
+def test_devices():
+    assert normalize_device("GPU") == "cuda"
+    assert normalize_device(None) == "auto"
+    assert normalize_device(" CPU ") == "cpu"
+    assert describe_device("cpu").startswith("CPU")
+    if torch.cuda.is_available():
+        assert describe_device("auto").startswith("GPU ")
+    else:
+        assert describe_device("auto").startswith("CPU")
+        assert "none is usable" in describe_device("cuda")
+    assert torch_available()
+    assert isinstance(mamba_ssm_available(), bool)

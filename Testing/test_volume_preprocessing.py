@@ -1,0 +1,143 @@
+"""Intensity presets, network input/output resizing, model cards and mask post-processing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+
+from conftest import TOTALSEG
+from RMAMambaSegmentationLib.errors import CheckpointError
+from RMAMambaSegmentationLib.volume.intensity import IntensityPreset, apply_bounds, normalize_intensities
+from RMAMambaSegmentationLib.volume.model_card import ModelCard, model_card_path, read_model_card, write_model_card
+from RMAMambaSegmentationLib.volume.postprocessing import fill_holes_slicewise, largest_component, postprocess_mask
+from RMAMambaSegmentationLib.volume.preprocessing import resize_logits_back, slices_to_network_input
+
+# --- intensities ---------------------------------------------------------------------------------------------------
+
+
+def test_ct_window_maps_hounsfield_units_linearly():
+    hu = np.array([-1000, -150, -50, 50, 250, 3000], dtype=np.int16)
+    expected = np.array([0.0, 0.0, 0.25, 0.5, 1.0, 1.0], dtype=np.float32)
+    np.testing.assert_allclose(normalize_intensities(hu, "CT"), expected, atol=1e-7)
+    assert normalize_intensities(hu, "CT").dtype == np.float32
+
+
+def test_mri_percentiles_on_the_real_mr_volume():
+    array = sitk.GetArrayFromImage(sitk.ReadImage(str(TOTALSEG / "example_mr_sm.nii.gz")))
+    lo, hi = np.percentile(array, [0.5, 99.5])
+    out = normalize_intensities(array, IntensityPreset.mri())
+    assert out.min() == 0.0 and out.max() == 1.0
+    np.testing.assert_allclose(out, np.clip((array - lo) / (hi - lo), 0, 1), atol=1e-6)
+    assert IntensityPreset.mri().bounds(array) == pytest.approx((lo, hi))
+
+
+def test_presets_by_name_and_round_trip():
+    assert IntensityPreset.from_name("mr") == IntensityPreset.mri(0.5, 99.5)
+    assert IntensityPreset.from_name("CT") == IntensityPreset.ct(-150, 250)
+    custom = IntensityPreset.ct(-100, 200)
+    assert IntensityPreset.from_dict(json.loads(json.dumps(custom.to_dict()))) == custom
+    with pytest.raises(ValueError, match="unknown intensity preset"):
+        IntensityPreset.from_name("PET")
+    with pytest.raises(ValueError, match="below"):
+        IntensityPreset.ct(250, -150)
+    with pytest.raises(ValueError, match=r"\[0, 100\]"):
+        IntensityPreset.mri(-1, 99)
+
+
+def test_apply_bounds_constant_range_gives_zeros():
+    np.testing.assert_array_equal(apply_bounds(np.ones((2, 2)), 1.0, 1.0), np.zeros((2, 2), np.float32))
+
+
+# --- network input / output ----------------------------------------------------------------------------------------
+
+
+def test_slices_become_three_identical_channels_at_network_size():
+    slices = np.random.default_rng(1).random((3, 91, 117)).astype(np.float32)
+    tensor = slices_to_network_input(slices)
+    assert tensor.shape == (3, 3, 256, 256) and tensor.dtype == torch.float32
+    expected = F.interpolate(torch.from_numpy(slices)[:, None], size=(256, 256), mode="bilinear", align_corners=False)
+    for channel in range(3):
+        torch.testing.assert_close(tensor[:, channel : channel + 1], expected, rtol=0, atol=0)
+
+
+def test_bilinear_half_pixel_resize_matches_hand_computed_values():
+    """2x upsampling with half-pixel centres: [0, 1] -> [0, 0.25, 0.75, 1] (OpenCV INTER_LINEAR convention)."""
+    row = slices_to_network_input(np.array([[[0.0, 1.0], [0.0, 1.0]]], dtype=np.float32), (2, 4))
+    torch.testing.assert_close(row[0, 0, 0], torch.tensor([0.0, 0.25, 0.75, 1.0]))
+
+
+def test_logits_are_resized_back_bilinearly():
+    logits = torch.randn(2, 1, 256, 256)
+    back = resize_logits_back(logits, (91, 117))
+    assert back.shape == (2, 1, 91, 117)
+    torch.testing.assert_close(back, F.interpolate(logits, size=(91, 117), mode="bilinear", align_corners=False))
+    assert resize_logits_back(logits, (256, 256)) is logits
+
+
+# --- model card ----------------------------------------------------------------------------------------------------
+
+
+def test_model_card_sits_beside_the_weights_and_round_trips(tmp_path):
+    weights = tmp_path / "best.pt"
+    assert model_card_path(weights) == tmp_path / "best.json"
+    assert read_model_card(weights) is None
+    card = ModelCard(variant="S", intensity=IntensityPreset.ct(-100, 300), input_size=(224, 224),
+                     training={"dataset": "CHAOS CT", "epochs": 3}, licence="CC BY-NC-SA 4.0")
+    write_model_card(weights, card)
+    assert read_model_card(weights) == card
+    data = json.loads((tmp_path / "best.json").read_text())
+    assert data["intensity"] == {"name": "CT", "kind": "window", "low": -100.0, "high": 300.0}
+    assert data["input_size"] == [224, 224]
+
+
+def test_malformed_model_card_is_a_checkpoint_error(tmp_path):
+    (tmp_path / "w.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="model card"):
+        read_model_card(tmp_path / "w.pt")
+
+
+# --- post-processing -----------------------------------------------------------------------------------------------
+
+
+def test_largest_component_keeps_only_the_biggest_blob():
+    mask = np.zeros((6, 20, 20), np.uint8)
+    mask[1:5, 2:10, 2:10] = 1  # 256 voxels
+    mask[2:4, 14:17, 14:17] = 1  # 18 voxels
+    mask[0, 19, 19] = 1
+    expected = np.zeros_like(mask)
+    expected[1:5, 2:10, 2:10] = 1
+    np.testing.assert_array_equal(largest_component(mask), expected)
+    assert not largest_component(np.zeros((3, 4, 5))).any()
+
+
+def test_holes_are_filled_per_slice_but_open_cavities_are_not():
+    stack = np.zeros((3, 12, 12), np.uint8)
+    stack[0, 2:9, 2:9] = 1
+    stack[0, 4:6, 4:6] = 0  # closed hole in slice 0: filled
+    stack[1, 0:6, 0:6] = 1
+    stack[1, 0:3, 0:3] = 0  # notch open to the slice border: stays
+    filled = fill_holes_slicewise(stack)
+    expected = stack.copy()
+    expected[0, 4:6, 4:6] = 1
+    np.testing.assert_array_equal(filled, expected)
+    # a tunnel along the slice axis is a hole in every slice (filled), unless it opens to the slice border
+    tunnel = np.ones((4, 5, 5), np.uint8)
+    tunnel[:, 2, 2] = 0
+    np.testing.assert_array_equal(fill_holes_slicewise(tunnel), np.ones_like(tunnel))
+    tunnel[:, 0, 2] = 0
+    tunnel[:, 1, 2] = 0
+    np.testing.assert_array_equal(fill_holes_slicewise(tunnel), tunnel)
+
+
+def test_postprocess_on_the_reference_liver_changes_little():
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(TOTALSEG / "example_seg.nii.gz")))
+    liver = (labels == 5).astype(np.uint8)
+    cleaned = postprocess_mask(liver)
+    assert cleaned.dtype == np.uint8 and set(np.unique(cleaned)) <= {0, 1}
+    dice = 2 * np.count_nonzero(cleaned & liver) / (np.count_nonzero(cleaned) + np.count_nonzero(liver))
+    assert dice > 0.99

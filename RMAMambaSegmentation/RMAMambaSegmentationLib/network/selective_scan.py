@@ -245,21 +245,23 @@ def selective_scan_chunked(
     tile_rows = min(per_group, rows)
     keep_graph = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C, D, delta_bias))
     out = None if keep_graph else u3.new_empty(blocks, per_group, length)
+    # split() rather than slicing: its backward is one concatenation, not one full-size zero tensor per tile
     block_tiles = []
-    for b0 in range(0, blocks, tile_blocks):
-        b1 = min(blocks, b0 + tile_blocks)
-        group_index = torch.arange(b0, b1, device=u.device) % groups
+    block_parts = zip(u3.split(tile_blocks), d3.split(tile_blocks), B3.split(tile_blocks), C3.split(tile_blocks),
+                      strict=True)
+    for index, (u_b, d_b, B_b, C_b) in enumerate(block_parts):
+        b0 = index * tile_blocks
+        group_index = torch.arange(b0, b0 + u_b.shape[0], device=u.device) % groups
+        row_parts = zip(u_b.split(tile_rows, 1), d_b.split(tile_rows, 1), A3[group_index].split(tile_rows, 1),
+                        D3[group_index].split(tile_rows, 1), bias3[group_index].split(tile_rows, 1), strict=True)
         row_tiles = []
-        for m0 in range(0, per_group, tile_rows):
-            m1 = min(per_group, m0 + tile_rows)
-            y = _scan_tile(
-                u3[b0:b1, m0:m1], d3[b0:b1, m0:m1], A3[group_index, m0:m1], B3[b0:b1], C3[b0:b1],
-                D3[group_index, m0:m1], bias3[group_index, m0:m1], delta_softplus, chunk,
-            )
+        for row_index, (u_t, d_t, A_t, D_t, bias_t) in enumerate(row_parts):
+            y = _scan_tile(u_t, d_t, A_t, B_b, C_b, D_t, bias_t, delta_softplus, chunk)
             if out is None:
                 row_tiles.append(y)
             else:
-                out[b0:b1, m0:m1] = y
+                m0 = row_index * tile_rows
+                out[b0:b0 + u_b.shape[0], m0:m0 + y.shape[1]] = y
         if out is None:
             block_tiles.append(torch.cat(row_tiles, dim=1) if len(row_tiles) > 1 else row_tiles[0])
     if out is None:

@@ -9,6 +9,7 @@ import torch
 
 from conftest import SPEC
 from RMAMambaSegmentationLib import build_model
+from RMAMambaSegmentationLib.network.decoder import upsample_to
 
 
 def _spec_entries(variant: str) -> dict:
@@ -53,3 +54,13 @@ def test_eval_forward_maps_slices_to_one_logit_channel() -> None:
     assert logits.shape == (2, 1, 64, 64)
     assert logits.dtype == torch.float32
     assert torch.isfinite(logits).all()
+
+
+def test_cpu_inference_of_a_batch_equals_slice_by_slice() -> None:
+    """CPU eval splits batches into cache-sized parts; the result must not depend on it."""
+    model = build_model("T").eval()
+    x = torch.rand(3, 3, 64, 64)
+    with torch.inference_mode():
+        together = model(x)
+        separately = torch.cat([model.decode(model.encoder(x[i : i + 1]))[0] for i in range(3)])
+    assert torch.allclose(together, upsample_to(separately, (64, 64)), atol=1e-5)

@@ -73,3 +73,35 @@ def mrml() -> HeadlessMRML:
     headless = HeadlessMRML()
     yield headless
     headless.scene.Clear(True)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module's network-heavy tests, restored afterwards: on a shared 2-core machine two
+    OpenMP threads competing with other processes made the network up to 30x slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def official_seeded_state_dict(variant: str = "T", seed: int = 0) -> dict:
+    """An RMA-Mamba state dict filled by the official fixtures' weight recipe (``seeded_weights.py``)."""
+    import importlib.util
+
+    import torch
+
+    from RMAMambaSegmentationLib import build_model
+
+    spec = importlib.util.spec_from_file_location("seeded_weights", OFFICIAL / "seeded_weights.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    with torch.device("meta"):
+        skeleton = build_model(variant)
+    shapes = [(key, tuple(tensor.shape)) for key, tensor in skeleton.state_dict().items()]
+    state = recipe.seeded_state_dict(shapes, seed=seed)
+    if (variant, seed) == ("T", 0):  # the weights the official reference tensors were computed with
+        assert recipe.state_dict_digest(state) == "350d4f94c571b030a1c01d85f869dfefa32ae082c86ae7f07239b7a506ff7ea0"
+    return {key: torch.as_tensor(value) for key, value in state.items()}

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 import torch
 
-from conftest import OFFICIAL
+from conftest import OFFICIAL, official_seeded_state_dict
 from RMAMambaSegmentationLib import build_model
 from RMAMambaSegmentationLib.network.loss import deep_supervision_loss, dice_bce_loss
 from RMAMambaSegmentationLib.network.selective_scan import selective_scan
@@ -31,16 +29,8 @@ def reference() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def seeded_model() -> torch.nn.Module:
-    sys.path.insert(0, str(OFFICIAL))
-    try:
-        import seeded_weights
-    finally:
-        sys.path.remove(str(OFFICIAL))
     model = build_model("T", scan_backend="chunked")
-    shapes = [(key, tuple(tensor.shape)) for key, tensor in model.state_dict().items()]
-    state = seeded_weights.seeded_state_dict(shapes, seed=0)
-    assert seeded_weights.state_dict_digest(state) == "350d4f94c571b030a1c01d85f869dfefa32ae082c86ae7f07239b7a506ff7ea0"
-    model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state.items()}, strict=True)
+    model.load_state_dict(official_seeded_state_dict("T", seed=0), strict=True)
     return model.eval()
 
 

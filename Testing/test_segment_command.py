@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import logging
 
 import numpy as np
@@ -13,23 +12,15 @@ import SimpleITK as sitk
 import slicerio
 import torch
 
-from conftest import OFFICIAL, TOTALSEG
+from conftest import TOTALSEG, official_seeded_state_dict
 from RMAMambaSegmentationLib.checkpoints import file_sha256, save_checkpoint
 from RMAMambaSegmentationLib.cli import segment_command
-from RMAMambaSegmentationLib.network.rma_mamba import build_model
 
 CT = TOTALSEG / "example_ct_sm.nii.gz"
 MR = TOTALSEG / "example_mr_sm.nii.gz"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread while these tests run: on the shared 2-core machine two OpenMP threads competing with
-    other processes made the network up to 30x slower. Restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run_cli(*argv: str) -> int:
@@ -42,13 +33,7 @@ def run_cli(*argv: str) -> int:
 
 def _seeded_weights(path):
     """RMA-Mamba-T filled with the official fixtures' seeded weights (seed 0), saved as a checkpoint."""
-    spec = importlib.util.spec_from_file_location("seeded_weights", OFFICIAL / "seeded_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    with torch.device("meta"):
-        skeleton = build_model("T")
-    named_shapes = [(key, tuple(tensor.shape)) for key, tensor in skeleton.state_dict().items()]
-    return save_checkpoint(path, module.seeded_state_dict(named_shapes, seed=0))
+    return save_checkpoint(path, official_seeded_state_dict("T", seed=0))
 
 
 def _bad_inputs(folder):

@@ -27,15 +27,7 @@ from RMAMambaSegmentationLib.volume.batch import (
 from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
 from RMAMambaSegmentationLib.volume.seg_nrrd import LIVER_TERMINOLOGY
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread while these tests run: on the shared 2-core machine two OpenMP threads competing with
-    other processes made the network up to 30x slower. Restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class EchoLogits(torch.nn.Module):

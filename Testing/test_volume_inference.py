@@ -38,14 +38,7 @@ CASES = {"CT": ("example_ct_sm.nii.gz", "example_seg.nii.gz"), "MR": ("example_m
 LIVER = 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread while these tests run: on the shared 2-core machine two OpenMP threads competing with
-    other processes made the network up to 30x slower. Restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class EchoLogits(torch.nn.Module):

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..callbacks import CancelCheck, ProgressCallback
+
 logger = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[float, str], None]
-CancelCheck = Callable[[], bool]
 
 
 @dataclass(frozen=True)

@@ -26,13 +26,14 @@ A run has three steps, so that a GUI can keep its event loop free:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..callbacks import CancelCheck, ProgressCallback
 from ..errors import InvalidImageError, WeightsNotFoundError
 from . import provenance
 from .model_cache import ModelCache
@@ -52,8 +53,6 @@ from .volume_node import ijk_to_ras, lps_geometry, validate_volume_node, volume_
 
 logger = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[float, str], None]
-CancelCheck = Callable[[], bool]
 
 #: Node reference from the segmentation node to its optional probability volume.
 PROBABILITY_REFERENCE_ROLE = "RMAMambaProbability"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from RMAMambaSegmentationLib.callbacks import CancelCheck, ProgressCallback
 from RMAMambaSegmentationLib.errors import RMAMambaError, SegmentationCancelledError
 from RMAMambaSegmentationLib.volume.devices import DEFAULT_CPU_BATCH, auto_batch_size, is_out_of_memory
 from RMAMambaSegmentationLib.volume.intensity import IntensityPreset, apply_bounds
@@ -40,8 +41,6 @@ from RMAMambaSegmentationLib.volume.validation import validate_array, validate_g
 
 logger = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[float, str], None]
-CancelCheck = Callable[[], bool]
 
 #: Share of the progress bar spent in the network (the rest is post-processing).
 _INFERENCE_SHARE = 0.9

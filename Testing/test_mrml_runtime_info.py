@@ -71,3 +71,21 @@ def test_devices():
         assert "none is usable" in describe_device("cuda")
     assert torch_available()
     assert isinstance(mamba_ssm_available(), bool)
+
+
+def test_default_weights_are_named_with_their_licence(s_weights, tmp_path, monkeypatch):
+    """With weights installed as the default and a model card beside them, the panel names both."""
+    import shutil
+
+    import RMAMambaSegmentationLib.checkpoints as checkpoints
+    from RMAMambaSegmentationLib.volume.model_card import ModelCard, write_model_card
+
+    installed = tmp_path / "models" / checkpoints.DEFAULT_WEIGHTS_NAME
+    installed.parent.mkdir()
+    shutil.copy(s_weights, installed)
+    write_model_card(installed, ModelCard(variant="S", licence="CC BY-NC-SA 4.0"))
+    monkeypatch.setattr(checkpoints, "MODELS_DIR", installed.parent)
+    status = inspect_weights(None)
+    assert status.ok and status.path == str(installed)
+    assert status.message.startswith("Default RMA-Mamba-S weights")
+    assert status.message.endswith("licence: CC BY-NC-SA 4.0")

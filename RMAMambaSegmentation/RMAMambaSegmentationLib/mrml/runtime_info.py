@@ -85,10 +85,19 @@ def inspect_weights(path: str | Path | None, expected_variant: str | None = None
         return WeightsStatus(False, f"Weights missing: {error}", path=str(path) if path else None)
     except CheckpointError as error:
         return WeightsStatus(False, f"Unusable weights: {error}", path=str(path) if path else None)
+    from ..volume.model_card import read_model_card
+
     label = VARIANT_LABELS.get(checkpoint.variant, checkpoint.variant)
+    message = f"{'Default ' if not path else ''}{label} weights (sha256 {checkpoint.sha256[:12]}...)"
+    try:
+        card = read_model_card(resolved)
+    except CheckpointError:
+        card = None
+    if card is not None and card.licence:
+        message += f"; licence: {card.licence}"
     return WeightsStatus(
         True,
-        f"{label} weights (sha256 {checkpoint.sha256[:12]}...)",
+        message,
         variant=checkpoint.variant,
         path=str(resolved),
         sha256=checkpoint.sha256,

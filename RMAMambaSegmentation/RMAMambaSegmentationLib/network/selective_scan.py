@@ -156,11 +156,16 @@ class _LinearRecurrence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_h: torch.Tensor):
         log_a, h = ctx.saved_tensors
-        reversed_decay = F.pad(log_a.flip(-1)[..., :-1], (1, 0))
-        grad_x = _solve_recurrence(reversed_decay, grad_h.flip(-1), ctx.chunk).flip(-1)
+        grad_x = _reverse_recurrence(log_a, grad_h, ctx.chunk)
         previous = F.pad(h[..., :-1], (1, 0))
         grad_log_a = grad_x * torch.exp(log_a) * previous
         return grad_log_a, grad_x, None
+
+
+def _reverse_recurrence(log_a: torch.Tensor, grad_h: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``G_t = g_t + exp(log_a_{t+1}) G_{t+1}``: the gradient of a linear recurrence with respect to its inputs."""
+    reversed_decay = F.pad(log_a.flip(-1)[..., :-1], (1, 0))
+    return _solve_recurrence(reversed_decay, grad_h.flip(-1), chunk).flip(-1)
 
 
 def _solve_recurrence(log_a: torch.Tensor, x: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -271,19 +276,64 @@ def selective_scan_chunked(
 
 def _scan_tile(u, delta, A, B, C, D, bias, delta_softplus: bool, chunk: int) -> torch.Tensor:
     """One tile: u, delta (k, m, L); A (k, m, N); B, C (k, N, L); D, bias (k, m)."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C, D, bias)):
+        return _ScanTile.apply(u, delta, A, B, C, D, bias, delta_softplus, chunk)
+    return _scan_tile_values(u, delta, A, B, C, D, bias, delta_softplus, chunk)
+
+
+def _scan_tile_values(u, delta, A, B, C, D, bias, delta_softplus: bool, chunk: int) -> torch.Tensor:
+    """The tile's output without autograd, updating its own temporaries in place (fewer passes over memory)."""
     dt = delta + bias[..., None]
     if delta_softplus:
         dt = F.softplus(dt)
     if A.shape[-1] == 1:  # d_state 1: every channel is a scalar recurrence
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C, D, bias)):
-            return linear_recurrence(dt * A, dt * u * B, chunk) * C + D[..., None] * u
-        x = (dt * u).mul_(B)  # inference: fewer passes over memory, in place
-        h = linear_recurrence(dt.mul_(A), x, chunk)
+        x = (dt * u).mul_(B)
+        h = _solve_recurrence(dt.mul_(A), x, chunk)
         return h.mul_(C).addcmul_(D[..., None], u)
     log_a = dt[:, :, None, :] * A[..., None]
     x = (dt * u)[:, :, None, :] * B[:, None]
-    h = linear_recurrence(log_a, x, chunk)
-    return (h * C[:, None]).sum(2) + D[..., None] * u
+    h = _solve_recurrence(log_a, x, chunk)
+    return (h * C[:, None]).sum(2).addcmul_(D[..., None], u)
+
+
+class _ScanTile(torch.autograd.Function):
+    """Autograd for one tile that keeps only its inputs and recomputes the states in the backward pass.
+
+    With ``z = delta + bias``, ``dt = softplus(z)``, ``log_a = dt A``, ``x = dt u B``, ``h`` the recurrence and
+    ``y = sum_n C h + D u``, the backward runs the reversed recurrence for ``G = dL/dx`` and applies the chain
+    rule to each product. Memory: no per-step intermediates survive the forward pass (training batch 16 fits).
+    """
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, bias, delta_softplus: bool, chunk: int) -> torch.Tensor:
+        ctx.save_for_backward(u, delta, A, B, C, D, bias)
+        ctx.delta_softplus, ctx.chunk = delta_softplus, chunk
+        return _scan_tile_values(u, delta, A, B, C, D, bias, delta_softplus, chunk)
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):
+        u, delta, A, B, C, D, bias = ctx.saved_tensors
+        z = delta + bias[..., None]
+        dt = F.softplus(z) if ctx.delta_softplus else z
+        log_a = dt[:, :, None, :] * A[..., None]  # (k, m, N, L)
+        dtu = dt * u
+        h = _solve_recurrence(log_a, dtu[:, :, None, :] * B[:, None], ctx.chunk)
+        grad_x = _reverse_recurrence(log_a, grad_y[:, :, None, :] * C[:, None], ctx.chunk)
+        grad_log_a = grad_x * torch.exp(log_a) * F.pad(h[..., :-1], (1, 0))
+        grad_dtu = (grad_x * B[:, None]).sum(2)
+        grad_dt = (grad_log_a * A[..., None]).sum(2) + grad_dtu * u
+        grad_z = grad_dt * torch.sigmoid(z) if ctx.delta_softplus else grad_dt
+        return (
+            grad_dtu * dt + grad_y * D[..., None],  # u
+            grad_z,  # delta
+            (grad_log_a * dt[:, :, None, :]).sum(-1),  # A
+            (grad_x * dtu[:, :, None, :]).sum(1),  # B
+            (grad_y[:, :, None, :] * h).sum(1),  # C
+            (grad_y * u).sum(-1),  # D
+            grad_z.sum(-1),  # bias
+            None,
+            None,
+        )
 
 
 def selective_scan_mamba_ssm(

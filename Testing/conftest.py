@@ -105,3 +105,24 @@ def official_seeded_state_dict(variant: str = "T", seed: int = 0) -> dict:
     if (variant, seed) == ("T", 0):  # the weights the official reference tensors were computed with
         assert recipe.state_dict_digest(state) == "350d4f94c571b030a1c01d85f869dfefa32ae082c86ae7f07239b7a506ff7ea0"
     return {key: torch.as_tensor(value) for key, value in state.items()}
+
+
+def exported_segment(segmentation_node, volume_node, segment_id: str):
+    """A segment exported on the volume's exact grid, as Slicer's Segmentations logic does it:
+    ``(mask (k, j, i) bool, image-to-world 4x4)``."""
+    import numpy as np
+    import slicer
+    import vtk
+    from vtk.util import numpy_support
+
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(segment_id)
+    merged = slicer.vtkOrientedImageData()
+    slicer.vtkSlicerSegmentationsModuleLogic.GenerateMergedLabelmapInReferenceGeometry(
+        segmentation_node, volume_node, ids, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, merged
+    )
+    matrix = vtk.vtkMatrix4x4()
+    merged.GetImageToWorldMatrix(matrix)
+    shape = tuple(reversed(merged.GetDimensions()))
+    mask = numpy_support.vtk_to_numpy(merged.GetPointData().GetScalars()).reshape(shape) != 0
+    return mask, np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])

@@ -13,9 +13,8 @@ import slicer
 import slicerio
 import torch
 import vtk
-from vtk.util import numpy_support
 
-from conftest import TOTALSEG
+from conftest import TOTALSEG, exported_segment
 from RMAMambaSegmentationLib import SegmentationLogic, segment_image
 from RMAMambaSegmentationLib.errors import (
     InvalidImageError,
@@ -46,21 +45,6 @@ class RampModel(torch.nn.Module):
         return 8.0 * (x[:, :1] - self.level) + ramp
 
 
-def segment_array_of(seg_node, volume_node, segment_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """A segment exported on the volume's exact grid: ``(mask (k, j, i) bool, image-to-world 4x4)``."""
-    ids = vtk.vtkStringArray()
-    ids.InsertNextValue(segment_id)
-    merged = slicer.vtkOrientedImageData()
-    slicer.vtkSlicerSegmentationsModuleLogic.GenerateMergedLabelmapInReferenceGeometry(
-        seg_node, volume_node, ids, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, merged
-    )
-    matrix = vtk.vtkMatrix4x4()
-    merged.GetImageToWorldMatrix(matrix)
-    shape = tuple(reversed(merged.GetDimensions()))
-    array = numpy_support.vtk_to_numpy(merged.GetPointData().GetScalars()).reshape(shape) != 0
-    return array, np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-
-
 def library_mask(filename: str, model: torch.nn.Module, intensity: str) -> np.ndarray:
     result = segment_image(sitk.ReadImage(str(TOTALSEG / filename)), model=model, intensity=intensity)
     return sitk.GetArrayFromImage(result.mask) != 0
@@ -78,7 +62,7 @@ def test_segmentation_equals_library_mask(mrml, case):
     seg = SegmentationLogic().segment(volume, model=RampModel(), intensity=intensity)
 
     segment_id = SegmentationLogic.liverSegmentId(seg)
-    back, image_to_world = segment_array_of(seg, volume, segment_id)
+    back, image_to_world = exported_segment(seg, volume, segment_id)
     expected = library_mask(filename, RampModel(), intensity)
     assert 0 < expected.sum() < expected.size
     assert np.array_equal(back, expected)
@@ -121,7 +105,7 @@ def test_real_network_from_weights_file(mrml, t_weights, tmp_path):
     assert seg.GetAttribute(provenance.MODEL_VARIANT) == "RMA-Mamba-T"
     assert seg.GetAttribute(provenance.WEIGHTS_SHA256) == file_sha256(t_weights)
     assert seg.GetAttribute(provenance.WEIGHTS_FILE) == str(t_weights)
-    back, _ = segment_array_of(seg, volume, SegmentationLogic.liverSegmentId(seg))
+    back, _ = exported_segment(seg, volume, SegmentationLogic.liverSegmentId(seg))
     assert np.array_equal(back, logic.lastResult.mask != 0)
     assert logic.lastResult.provenance.n_slices == 4
 
@@ -160,7 +144,7 @@ def test_rerun_replaces_only_liver(mrml):
     image = mask_to_oriented_image(spleen, ijk_to_ras(labels))
     logic_cls = slicer.vtkSlicerSegmentationsModuleLogic
     assert logic_cls.SetBinaryLabelmapToSegment(image, seg, spleen_id, logic_cls.MODE_REPLACE, image.GetExtent())
-    old_liver, _ = segment_array_of(seg, volume, liver_id)
+    old_liver, _ = exported_segment(seg, volume, liver_id)
 
     before = node_contents(mrml.scene)
     with pytest.raises(SegmentExistsError, match="replace=True"):
@@ -172,10 +156,10 @@ def test_rerun_replaces_only_liver(mrml):
     assert again is seg and mrml.scene.GetNumberOfNodes() == node_count
     assert seg.GetSegmentation().GetNumberOfSegments() == 2
     assert SegmentationLogic.liverSegmentId(seg) == liver_id
-    new_liver, _ = segment_array_of(seg, volume, liver_id)
+    new_liver, _ = exported_segment(seg, volume, liver_id)
     assert np.array_equal(new_liver, library_mask("example_ct_sm.nii.gz", RampModel(0.6), "CT"))
     assert not np.array_equal(new_liver, old_liver)
-    spleen_back, _ = segment_array_of(seg, volume, spleen_id)
+    spleen_back, _ = exported_segment(seg, volume, spleen_id)
     assert np.array_equal(spleen_back, spleen) and spleen.any()
     assert seg.GetSegmentation().GetSegment(spleen_id).GetName() == "Spleen"
 
@@ -205,7 +189,7 @@ def test_cancelled_rerun_keeps_existing_liver(mrml):
     logic = SegmentationLogic()
     seg = logic.segment(volume, model=RampModel(0.4))
     liver_id = SegmentationLogic.liverSegmentId(seg)
-    old_liver, _ = segment_array_of(seg, volume, liver_id)
+    old_liver, _ = exported_segment(seg, volume, liver_id)
     old_provenance = provenance.read_provenance(seg)
     before = node_contents(mrml.scene)
 
@@ -215,7 +199,7 @@ def test_cancelled_rerun_keeps_existing_liver(mrml):
                       cancel=CancelAfter(model, 1))
     assert node_contents(mrml.scene) == before
     assert provenance.read_provenance(seg) == old_provenance
-    assert np.array_equal(segment_array_of(seg, volume, liver_id)[0], old_liver)
+    assert np.array_equal(exported_segment(seg, volume, liver_id)[0], old_liver)
 
 
 def test_failed_write_restores_the_liver_segment(mrml):
@@ -224,7 +208,7 @@ def test_failed_write_restores_the_liver_segment(mrml):
     logic = SegmentationLogic()
     seg = logic.segment(volume, model=RampModel(0.4))
     liver_id = SegmentationLogic.liverSegmentId(seg)
-    old_liver, _ = segment_array_of(seg, volume, liver_id)
+    old_liver, _ = exported_segment(seg, volume, liver_id)
     node_count = mrml.scene.GetNumberOfNodes()
 
     job = logic.prepare(volume, model=RampModel(0.7), segmentationNode=seg, replace=True, probabilityMap=True)
@@ -235,7 +219,7 @@ def test_failed_write_restores_the_liver_segment(mrml):
     assert mrml.scene.GetNumberOfNodes() == node_count  # the probability volume was removed again
     assert SegmentationLogic.liverSegmentId(seg) == liver_id
     assert seg.GetSegmentation().GetSegment(liver_id).GetName() == "Liver"
-    assert np.array_equal(segment_array_of(seg, volume, liver_id)[0], old_liver)
+    assert np.array_equal(exported_segment(seg, volume, liver_id)[0], old_liver)
 
 
 def test_probability_volume(mrml):
@@ -260,7 +244,7 @@ def test_result_follows_the_volume_transform(mrml):
     seg = SegmentationLogic().segment(volume, model=RampModel(), probabilityMap=True)
     assert seg.GetTransformNodeID() == transform.GetID()
     assert SegmentationLogic.probabilityVolume(seg).GetTransformNodeID() == transform.GetID()
-    back, _ = segment_array_of(seg, volume, SegmentationLogic.liverSegmentId(seg))
+    back, _ = exported_segment(seg, volume, SegmentationLogic.liverSegmentId(seg))
     assert np.array_equal(back, library_mask("example_mr_sm.nii.gz", RampModel(), "MRI"))
 
 

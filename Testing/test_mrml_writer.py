@@ -9,12 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import slicer
 import slicerio
-import vtk
-from vtk.util import numpy_support
 
-from conftest import TOTALSEG
+from conftest import TOTALSEG, exported_segment
 from RMAMambaSegmentationLib.mrml import provenance
 from RMAMambaSegmentationLib.mrml.segment_writer import create_segmentation_node, write_liver_mask
 from RMAMambaSegmentationLib.mrml.terminology import (
@@ -32,20 +29,6 @@ PAIRS = {
     "mr": ("example_mr_sm.nii.gz", "example_seg_mr.nii.gz"),
 }
 LIVER_LABEL = 5
-
-
-def exported(seg_node, volume_node, segment_id: str) -> tuple[np.ndarray, np.ndarray]:
-    ids = vtk.vtkStringArray()
-    ids.InsertNextValue(segment_id)
-    merged = slicer.vtkOrientedImageData()
-    slicer.vtkSlicerSegmentationsModuleLogic.GenerateMergedLabelmapInReferenceGeometry(
-        seg_node, volume_node, ids, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, merged
-    )
-    matrix = vtk.vtkMatrix4x4()
-    merged.GetImageToWorldMatrix(matrix)
-    shape = tuple(reversed(merged.GetDimensions()))
-    mask = numpy_support.vtk_to_numpy(merged.GetPointData().GetScalars()).reshape(shape) != 0
-    return mask, np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
 
 
 @pytest.mark.parametrize("case", sorted(PAIRS))
@@ -74,7 +57,7 @@ def test_reference_liver_round_trip(mrml, case, tmp_path):
     segment = seg.GetSegmentation().GetSegment(segment_id)
     provenance.set_segment_provenance(segment, {provenance.MODEL_VARIANT: "RMA-Mamba-T", provenance.DATE: "2025-01-02"})
 
-    back, image_to_world = exported(seg, volume, segment_id)
+    back, image_to_world = exported_segment(seg, volume, segment_id)
     assert np.array_equal(back, liver)
     np.testing.assert_allclose(image_to_world, ijk_to_ras(volume), atol=1e-6)
 
@@ -103,7 +86,7 @@ def test_reference_liver_round_trip(mrml, case, tmp_path):
         provenance.MODEL_VARIANT: "RMA-Mamba-T",
         provenance.DATE: "2025-01-02",
     }
-    assert np.array_equal(exported(loaded, volume, loaded_id)[0], liver)
+    assert np.array_equal(exported_segment(loaded, volume, loaded_id)[0], liver)
 
 
 def test_find_liver_segment_prefers_terminology(mrml):

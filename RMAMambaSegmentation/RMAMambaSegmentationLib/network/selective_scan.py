@@ -131,45 +131,17 @@ def selective_scan_reference(
     return y + D.float()[:, None] * u
 
 
-def linear_recurrence(log_a: torch.Tensor, x: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
-    """Solve ``h_t = exp(log_a_t) * h_{t-1} + x_t`` (h_{-1} = 0) along the last axis, for ``log_a <= 0``.
-
-    Differentiable: the backward pass is itself a (reversed) linear recurrence, solved the same way, which is as
-    accurate as the forward (differentiating through the closed form would cancel huge terms).
-    """
-    if torch.is_grad_enabled() and (log_a.requires_grad or x.requires_grad):
-        log_a, x = torch.broadcast_tensors(log_a, x)
-        return _LinearRecurrence.apply(log_a, x, chunk)
-    return _solve_recurrence(log_a, x, chunk)
-
-
-class _LinearRecurrence(torch.autograd.Function):
-    """Autograd for :func:`linear_recurrence`: ``dL/dx_t = G_t`` with ``G_t = g_t + a_{t+1} G_{t+1}``."""
-
-    @staticmethod
-    def forward(ctx, log_a: torch.Tensor, x: torch.Tensor, chunk: int) -> torch.Tensor:
-        h = _solve_recurrence(log_a, x, chunk)
-        ctx.save_for_backward(log_a, h)
-        ctx.chunk = chunk
-        return h
-
-    @staticmethod
-    def backward(ctx, grad_h: torch.Tensor):
-        log_a, h = ctx.saved_tensors
-        grad_x = _reverse_recurrence(log_a, grad_h, ctx.chunk)
-        previous = F.pad(h[..., :-1], (1, 0))
-        grad_log_a = grad_x * torch.exp(log_a) * previous
-        return grad_log_a, grad_x, None
-
-
 def _reverse_recurrence(log_a: torch.Tensor, grad_h: torch.Tensor, chunk: int) -> torch.Tensor:
     """``G_t = g_t + exp(log_a_{t+1}) G_{t+1}``: the gradient of a linear recurrence with respect to its inputs."""
     reversed_decay = F.pad(log_a.flip(-1)[..., :-1], (1, 0))
-    return _solve_recurrence(reversed_decay, grad_h.flip(-1), chunk).flip(-1)
+    return linear_recurrence(reversed_decay, grad_h.flip(-1), chunk).flip(-1)
 
 
-def _solve_recurrence(log_a: torch.Tensor, x: torch.Tensor, chunk: int) -> torch.Tensor:
-    """The chunked closed form of :func:`linear_recurrence` (no autograd needed).
+def linear_recurrence(log_a: torch.Tensor, x: torch.Tensor, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """Solve ``h_t = exp(log_a_t) * h_{t-1} + x_t`` (h_{-1} = 0) along the last axis, for ``log_a <= 0``.
+
+    Not meant for autograd (differentiating the closed form cancels huge terms): the scan's gradients come from
+    :class:`_ScanTile`, which solves the reversed recurrence with this same function.
 
     Inside each chunk of ``T`` steps with inclusive log-decay ``P_t = sum_{s<=t} log_a_s``,
     ``h_t = exp(P_t) * (H + sum_{s<=t} exp(-P_s) x_s)`` where ``H`` is the state entering the chunk. The factor
@@ -261,7 +233,10 @@ def selective_scan_chunked(
                         D3[group_index].split(tile_rows, 1), bias3[group_index].split(tile_rows, 1), strict=True)
         row_tiles = []
         for row_index, (u_t, d_t, A_t, D_t, bias_t) in enumerate(row_parts):
-            y = _scan_tile(u_t, d_t, A_t, B_b, C_b, D_t, bias_t, delta_softplus, chunk)
+            if keep_graph:
+                y = _ScanTile.apply(u_t, d_t, A_t, B_b, C_b, D_t, bias_t, delta_softplus, chunk)
+            else:
+                y = _scan_tile_values(u_t, d_t, A_t, B_b, C_b, D_t, bias_t, delta_softplus, chunk)
             if out is None:
                 row_tiles.append(y)
             else:
@@ -274,25 +249,21 @@ def selective_scan_chunked(
     return out.reshape(batch, channels, length)
 
 
-def _scan_tile(u, delta, A, B, C, D, bias, delta_softplus: bool, chunk: int) -> torch.Tensor:
-    """One tile: u, delta (k, m, L); A (k, m, N); B, C (k, N, L); D, bias (k, m)."""
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C, D, bias)):
-        return _ScanTile.apply(u, delta, A, B, C, D, bias, delta_softplus, chunk)
-    return _scan_tile_values(u, delta, A, B, C, D, bias, delta_softplus, chunk)
-
-
 def _scan_tile_values(u, delta, A, B, C, D, bias, delta_softplus: bool, chunk: int) -> torch.Tensor:
-    """The tile's output without autograd, updating its own temporaries in place (fewer passes over memory)."""
+    """One tile's output without autograd, temporaries updated in place (fewer passes over memory).
+
+    u, delta (k, m, L); A (k, m, N); B, C (k, N, L); D, bias (k, m).
+    """
     dt = delta + bias[..., None]
     if delta_softplus:
         dt = F.softplus(dt)
     if A.shape[-1] == 1:  # d_state 1: every channel is a scalar recurrence
         x = (dt * u).mul_(B)
-        h = _solve_recurrence(dt.mul_(A), x, chunk)
+        h = linear_recurrence(dt.mul_(A), x, chunk)
         return h.mul_(C).addcmul_(D[..., None], u)
     log_a = dt[:, :, None, :] * A[..., None]
     x = (dt * u)[:, :, None, :] * B[:, None]
-    h = _solve_recurrence(log_a, x, chunk)
+    h = linear_recurrence(log_a, x, chunk)
     return (h * C[:, None]).sum(2).addcmul_(D[..., None], u)
 
 
@@ -317,7 +288,7 @@ class _ScanTile(torch.autograd.Function):
         dt = F.softplus(z) if ctx.delta_softplus else z
         log_a = dt[:, :, None, :] * A[..., None]  # (k, m, N, L)
         dtu = dt * u
-        h = _solve_recurrence(log_a, dtu[:, :, None, :] * B[:, None], ctx.chunk)
+        h = linear_recurrence(log_a, dtu[:, :, None, :] * B[:, None], ctx.chunk)
         grad_x = _reverse_recurrence(log_a, grad_y[:, :, None, :] * C[:, None], ctx.chunk)
         grad_log_a = grad_x * torch.exp(log_a) * F.pad(h[..., :-1], (1, 0))
         grad_dtu = (grad_x * B[:, None]).sum(2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -127,6 +129,32 @@ def test_rotation_moves_image_and_target_together_and_is_seeded():
     agreement = (inside == (out_targets > 0.5)).float().mean()
     assert agreement > 0.97
     assert abs(out_targets.sum() - targets.sum()) / targets.sum() < 0.1  # area kept (square stays inside)
+
+
+def test_gamma_raises_each_image_to_one_power_within_bounds():
+    images, targets = _pattern()
+    gamma = AugmentationConfig(rotate_p=0, hflip_p=0, vflip_p=0, dropout_p=0, gamma_p=1, max_gamma=1.5)
+    out_images, out_targets = augment_batch(images, targets, gamma, torch.Generator().manual_seed(3))
+    assert torch.equal(out_targets, targets)
+    for image, out in zip(images, out_images, strict=True):
+        exponent = math.log(out[0, 20, 20]) / math.log(image[0, 20, 20])  # one pixel gives the gamma
+        assert 1 / 1.5 - 1e-6 <= exponent <= 1.5 + 1e-6 and abs(exponent - 1) > 1e-4
+        torch.testing.assert_close(out, image ** exponent, rtol=1e-5, atol=1e-6)
+
+
+def test_zoom_scales_image_and_target_together():
+    images, targets = _pattern(batch=16)
+    zoom = AugmentationConfig(rotate_p=0, hflip_p=0, vflip_p=0, dropout_p=0, scale_p=1, max_scale=1.3)
+    out_images, out_targets = augment_batch(images, targets, zoom, torch.Generator().manual_seed(2))
+    area_ratios = (out_targets.sum(dim=(1, 2, 3)) / targets.sum(dim=(1, 2, 3))).tolist()
+    assert min(area_ratios) < 0.9 and max(area_ratios) > 1.1  # both zoom in and out occur
+    assert all(1 / 1.3**2 - 0.1 <= ratio <= 1.3**2 + 0.1 for ratio in area_ratios)
+    inside = out_images[:, :1] >= 0.5
+    assert (inside == (out_targets > 0.5)).float().mean() > 0.97
+    paper = AugmentationConfig()  # optional transforms off: the paper's random stream is unchanged
+    assert paper.gamma_p == 0 and paper.scale_p == 0
+    with pytest.raises(ValueError, match="max_gamma"):
+        AugmentationConfig(max_gamma=0.5)
 
 
 def test_disabled_augmentation_is_identity():

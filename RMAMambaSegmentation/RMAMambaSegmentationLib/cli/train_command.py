@@ -90,6 +90,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     aug.add_argument("--dropout-p", type=float, default=0.3)
     aug.add_argument("--holes", type=int, default=10)
     aug.add_argument("--hole-fraction", type=float, default=32 / 256, help="hole side / image side (32/256)")
+    aug.add_argument("--gamma-p", type=float, default=0.0,
+                     help="not in the paper: probability of a random gamma on the image (default 0)")
+    aug.add_argument("--max-gamma", type=float, default=1.5, help="gamma log-uniform in [1/G, G] (default 1.5)")
+    aug.add_argument("--scale-p", type=float, default=0.0,
+                     help="not in the paper: probability of a random zoom about the centre (default 0)")
+    aug.add_argument("--max-scale", type=float, default=1.25, help="zoom log-uniform in [1/S, S] (default 1.25)")
     parser.set_defaults(run=run)
     return parser
 
@@ -129,7 +135,8 @@ def config_from_args(args: argparse.Namespace):
 
     augmentation = AugmentationConfig(
         rotate_p=args.rotate_p, max_angle_deg=args.max_angle, hflip_p=args.hflip_p, vflip_p=args.vflip_p,
-        dropout_p=args.dropout_p, holes=args.holes, hole_fraction=args.hole_fraction, enabled=args.augment,
+        dropout_p=args.dropout_p, holes=args.holes, hole_fraction=args.hole_fraction, gamma_p=args.gamma_p,
+        max_gamma=args.max_gamma, scale_p=args.scale_p, max_scale=args.max_scale, enabled=args.augment,
     )
     return TrainConfig(
         variant=args.variant, input_size=args.input_size, intensity=IntensityPreset.from_name(args.intensity),

@@ -6,6 +6,12 @@ target, mirrored border); horizontal and vertical flips; coarse dropout of exact
 (at 256x256; scaled with the input size) set to 0 in the image only. Differences from the official pipeline:
 the transforms act on the network-size slices rather than before resizing, and the mirrored border repeats the
 edge pixel (torch's ``reflection`` padding) where OpenCV's reflect-101 does not.
+
+Two optional transforms that are not in the paper are off by default: a random gamma on the [0, 1] image
+(``gamma_p``; MR contrast between liver and the rest varies with scanner and patient, and percentile
+normalisation alone leaves some livers much darker than others) and a random zoom about the centre
+(``scale_p``; body size and field of view vary), drawn only when enabled so that the paper's defaults keep
+their random stream.
 All random draws come from the caller's ``torch.Generator`` on the CPU, so a seed fixes them on any device.
 """
 
@@ -29,23 +35,37 @@ class AugmentationConfig:
     dropout_p: float = 0.3
     holes: int = 10
     hole_fraction: float = 32 / 256  # hole side as a fraction of the image side
+    gamma_p: float = 0.0  # not in the paper: image ** gamma, gamma log-uniform in [1/max_gamma, max_gamma]
+    max_gamma: float = 1.5
+    scale_p: float = 0.0  # not in the paper: zoom log-uniform in [1/max_scale, max_scale] about the centre
+    max_scale: float = 1.25
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("rotate_p", "hflip_p", "vflip_p", "dropout_p", "hole_fraction"):
+        for name in ("rotate_p", "hflip_p", "vflip_p", "dropout_p", "hole_fraction", "gamma_p", "scale_p"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"augmentation {name} must lie in [0, 1], got {value}")
         if self.holes < 0 or self.max_angle_deg < 0:
             raise ValueError("augmentation holes and max_angle_deg must not be negative")
+        if self.max_gamma < 1 or self.max_scale < 1:
+            raise ValueError("augmentation max_gamma and max_scale must be at least 1")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
-def _rotation_grid(angles_rad: torch.Tensor, height: int, width: int, device: torch.device) -> torch.Tensor:
-    """Sampling grid rotating each image about its centre by ``angles`` (in pixel units, any aspect ratio)."""
-    cos, sin = torch.cos(angles_rad), torch.sin(angles_rad)
+def _log_uniform(batch: int, bound: float, generator: torch.Generator) -> torch.Tensor:
+    """Factors log-uniform in [1/bound, bound]."""
+    return torch.exp((torch.rand(batch, generator=generator) * 2 - 1) * math.log(bound))
+
+
+def _affine_grid(
+    angles_rad: torch.Tensor, zooms: torch.Tensor, height: int, width: int, device: torch.device
+) -> torch.Tensor:
+    """Sampling grid rotating each image about its centre by ``angles`` and magnifying it by ``zooms``
+    (in pixel units, any aspect ratio)."""
+    cos, sin = torch.cos(angles_rad) / zooms, torch.sin(angles_rad) / zooms
     theta = torch.zeros((len(angles_rad), 2, 3), dtype=torch.float32)
     theta[:, 0, 0] = cos
     theta[:, 0, 1] = -sin * height / width
@@ -74,10 +94,23 @@ def augment_batch(
     hole_w = max(1, round(config.hole_fraction * width))
     tops = torch.randint(0, max(1, height - hole_h + 1), (batch, config.holes), generator=generator)
     lefts = torch.randint(0, max(1, width - hole_w + 1), (batch, config.holes), generator=generator)
+    zoom = torch.zeros(batch, dtype=torch.bool)
+    zooms = torch.ones(batch)
+    if config.scale_p > 0:
+        zoom = draw(config.scale_p)
+        zooms = torch.where(zoom, _log_uniform(batch, config.max_scale, generator), zooms)
+    if config.gamma_p > 0:
+        regamma = draw(config.gamma_p)
+        gammas = _log_uniform(batch, config.max_gamma, generator)
+        if regamma.any():
+            index = regamma.nonzero().flatten().to(device)
+            exponent = gammas[regamma].to(device=device, dtype=images.dtype).view(-1, 1, 1, 1)
+            images[index] = images[index].clamp(0.0, 1.0) ** exponent
 
-    if rotate.any():
-        index = rotate.nonzero().flatten().to(device)
-        grid = _rotation_grid(angles[rotate], height, width, device)
+    moved = rotate | zoom
+    if moved.any():
+        index = moved.nonzero().flatten().to(device)
+        grid = _affine_grid(torch.where(rotate, angles, 0.0)[moved], zooms[moved], height, width, device)
         images[index] = F.grid_sample(images[index], grid, mode="bilinear", padding_mode="reflection",
                                       align_corners=False)
         targets[index] = F.grid_sample(targets[index], grid, mode="nearest", padding_mode="reflection",

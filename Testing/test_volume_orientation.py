@@ -104,6 +104,17 @@ def test_oblique_volume_uses_closest_axes_and_says_so(caplog):
     assert any("oblique" in record.getMessage() for record in caplog.records)
 
 
+def test_slight_scanner_tilt_is_recorded_without_a_warning(caplog):
+    """CHAOS MR volumes are tilted by 0.3-2.4 degrees: recorded, logged at debug level, not warned about."""
+    rotation = np.asarray(sitk.VersorTransform((0, 1, 0), np.radians(2.4)).GetMatrix()).reshape(3, 3)
+    with caplog.at_level(logging.DEBUG, logger="RMAMambaSegmentationLib.volume.orientation"):
+        reorientation = AxialReorientation.from_direction(rotation)
+    assert reorientation.is_oblique and reorientation.oblique_deg == pytest.approx(2.4, abs=1e-6)
+    assert reorientation.axes == (0, 1, 2)
+    levels = [record.levelno for record in caplog.records if "oblique" in record.getMessage()]
+    assert levels == [logging.DEBUG]
+
+
 def test_invalid_direction_is_refused():
     with pytest.raises(ValueError, match="direction"):
         AxialReorientation.from_direction(np.zeros((3, 3)))

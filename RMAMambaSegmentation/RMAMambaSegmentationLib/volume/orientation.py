@@ -30,6 +30,9 @@ STACK_AXES_LPS = (2, 1, 0)
 ORIENTATION_CONVENTION = "axial-radiological: slices inferior->superior, rows anterior->posterior, columns right->left"
 #: Direction cosines further than this from an axis (in degrees) make a volume "oblique" in the log.
 OBLIQUE_TOLERANCE_DEG = 0.1
+#: Obliquity up to this angle (a scanner's slight tilt, common in MRI) is logged at debug level, not as a warning:
+#: slicing along the closest axes moves a voxel by under 5 % of the in-plane field of view at this angle.
+OBLIQUE_WARNING_DEG = 3.0
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -84,7 +87,8 @@ class AxialReorientation:
             axes.append(2 - index_axis)  # index axis i/j/k is array axis 2/1/0
             flips.append(bool(matrix[physical, index_axis] < 0))
         if warn_oblique and worst > OBLIQUE_TOLERANCE_DEG:
-            logger.warning(
+            logger.log(
+                logging.WARNING if worst > OBLIQUE_WARNING_DEG else logging.DEBUG,
                 "oblique volume: image axes are up to %.1f degrees from the patient axes; "
                 "slicing along the closest axes without resampling",
                 worst,

@@ -121,6 +121,20 @@ def test_cli_table(tmp_path, capsys):
     assert table[1].split()[0] == "chaos_ct_case" and table[1].split()[1] == "0.9784"
 
 
+def test_a_segment_output_folder_is_evaluated_as_it_is(tmp_path):
+    """``rmamamba segment`` writes NAME_liver.nii.gz beside NAME.seg.nrrd (same case): the mask is the one scored."""
+    out, refs = tmp_path / "out", tmp_path / "refs"
+    out.mkdir()
+    refs.mkdir()
+    sample = sitk.ReadImage(str(CHAOS_SAMPLE))
+    sitk.WriteImage(sample, str(out / "chaos_ct_case_liver.nii.gz"))
+    sitk.WriteImage(sitk.Image(sample.GetSize(), sitk.sitkUInt8), str(out / "chaos_ct_case.seg.nrrd"))  # decoy
+    sitk.WriteImage(sitk.ReadImage(str(CHAOS_EXPERT)), str(refs / "chaos_ct_case_liver.nii.gz"))
+    report = evaluate(out, refs)
+    assert [case.case for case in report.cases] == ["chaos_ct_case"]
+    assert round(report.cases[0].scores["dice"], 3) == 0.978
+
+
 def test_both_empty_scores_one_and_zero_distance(tmp_path):
     image = sitk.Image(8, 8, 3, sitk.sitkUInt8)
     for name in ("a_seg.nii.gz", "a_liver.nii.gz"):

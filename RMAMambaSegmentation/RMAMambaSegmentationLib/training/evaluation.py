@@ -183,6 +183,21 @@ def evaluate_pair(
     return result
 
 
+def prefer_liver_masks(paths: list[Path]) -> list[Path]:
+    """An output folder of ``rmamamba segment`` as masks: where one case has several volume files and exactly one
+    of them is ``NAME_liver.*``, keep that one (the ``.seg.nrrd`` and ``_probability`` files are the same case)."""
+    from RMAMambaSegmentationLib.training.pairing import case_key, strip_extension
+
+    by_case: dict[str, list[Path]] = {}
+    for path in paths:
+        by_case.setdefault(case_key(path), []).append(path)
+    kept = []
+    for files in by_case.values():
+        masks = [path for path in files if (strip_extension(path.name) or "").lower().endswith("_liver")]
+        kept.extend(masks if len(files) > 1 and len(masks) == 1 else files)
+    return sorted(kept)
+
+
 def find_pairs(
     prediction: str | Path, reference: str | Path, *, allow_unpaired: bool = False
 ) -> list[tuple[str, Path, Path]]:
@@ -196,8 +211,8 @@ def find_pairs(
 
         return [(case_key(ref_path), pred_path, ref_path)]
     if pred_path.is_dir() and ref_path.is_dir():
-        preds = index_by_key(list_volume_files(pred_path), "predictions")
-        refs = index_by_key(list_volume_files(ref_path), "references")
+        preds = index_by_key(prefer_liver_masks(list_volume_files(pred_path)), "predictions")
+        refs = index_by_key(prefer_liver_masks(list_volume_files(ref_path)), "references")
         if not preds:
             raise InputFileError(f"no volume file (.nii.gz, .nrrd, ...) in {pred_path}")
         if not refs:

@@ -483,7 +483,7 @@ class RMAMambaSegmentationTest(ScriptedLoadableModuleTest):
     """End-to-end self-test in Slicer on the MR example shipped with the module, on CPU, in seconds.
 
     It runs the real logic (no mocks): a stand-in network for the geometry checks and the real RMA-Mamba-T with
-    seeded random weights read from a file (the project ships no trained weights in the test).
+    seeded random weights read from a file (64x64 input, for speed; the pytest suite checks the shipped weights).
     """
 
     def setUp(self) -> None:

@@ -93,6 +93,8 @@ def inspect_weights(path: str | Path | None, expected_variant: str | None = None
         card = read_model_card(resolved)
     except CheckpointError:
         card = None
+    if card is not None and card.notes and not path:
+        message += f". {card.notes.rstrip('.')}"  # what the shipped model is and is not
     if card is not None and card.licence:
         message += f"; licence: {card.licence}"
     return WeightsStatus(

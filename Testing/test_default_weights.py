@@ -1,0 +1,86 @@
+"""The shipped default weights segment real CHAOS T2-SPIR livers: weights, preprocessing and pipeline fit.
+
+The subject is a validation subject of the committed split (never trained on); the image and its expert mask come
+from ``../shared/data``. README's main job (``rmamamba segment`` on the bundled copy of that image) must give the
+library's mask voxel for voxel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import DATA, PROJECT_ROOT
+from RMAMambaSegmentationLib import load_checkpoint, segment_image
+from RMAMambaSegmentationLib.checkpoints import MODELS_DIR, default_weights_path, file_sha256
+from RMAMambaSegmentationLib.cli import main
+from RMAMambaSegmentationLib.mrml.runtime_info import inspect_weights
+from RMAMambaSegmentationLib.volume.model_card import read_model_card
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+CHAOS = DATA / "chaos_mr_t2spir"
+VALIDATION_CASE = "chaos_mr_t2spir_20"
+EXAMPLE = PROJECT_ROOT / "Resources" / "Example" / f"{VALIDATION_CASE}_image.nii.gz"
+MIN_DICE = 0.85
+
+
+def dice(mask: np.ndarray, reference: np.ndarray) -> float:
+    mask, reference = mask.astype(bool), reference.astype(bool)
+    return float(2 * np.logical_and(mask, reference).sum() / (mask.sum() + reference.sum()))
+
+
+def expert_mask(case: str) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(CHAOS / "liver_masks" / f"{case}_liver.nii.gz")))
+
+
+def test_default_weights_ship_with_their_model_card() -> None:
+    path = default_weights_path()
+    assert path.parent == MODELS_DIR and path.stat().st_size < 70e6
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.variant == "T"
+    card = read_model_card(path)
+    assert card is not None and card.variant == "T" and card.intensity.name == "MRI"
+    assert tuple(card.input_size) == (256, 256)
+    assert "CC BY-NC-SA 4.0" in card.licence and "Not for clinical use" in card.notes
+    assert card.provenance["sha256"] == file_sha256(path)
+    split = json.loads((MODELS_DIR / "chaos_t2spir_split.json").read_text())
+    assert card.training["data"]["train_cases"] == split["train"]
+    assert VALIDATION_CASE in card.training["data"]["valid_cases"]
+    assert card.training["valid_dice_per_volume_mean"] == pytest.approx(
+        np.mean(list(card.training["valid_dice_per_volume"].values())), abs=1e-4)
+    status = inspect_weights(None, "T")  # what the Slicer panel shows when no file is chosen
+    assert status.ok and "Default" in status.message and "CC BY-NC-SA 4.0" in status.message
+    assert "Not for clinical use" in status.message
+
+
+@pytest.fixture(scope="module")
+def library_result():
+    image = sitk.ReadImage(str(CHAOS / "images" / f"{VALIDATION_CASE}_image.nii.gz"))
+    return image, segment_image(image, device="cpu")
+
+
+def test_default_weights_segment_a_validation_liver(library_result) -> None:
+    image, result = library_result
+    assert result.weights_sha256 == file_sha256(default_weights_path())
+    assert result.mask.GetSize() == image.GetSize() and result.mask.GetDirection() == image.GetDirection()
+    score = dice(sitk.GetArrayFromImage(result.mask), expert_mask(VALIDATION_CASE))
+    assert score >= MIN_DICE, f"Dice {score:.3f} on {VALIDATION_CASE}"
+
+
+def test_readme_main_job_on_the_bundled_example(tmp_path, library_result) -> None:
+    """``rmamamba segment Resources/Example/... -o output``: no --weights, the liver, a .seg.nrrd and an overlay."""
+    shared_copy = CHAOS / "images" / EXAMPLE.name
+    assert hashlib.sha256(EXAMPLE.read_bytes()).digest() == hashlib.sha256(shared_copy.read_bytes()).digest()
+    out = tmp_path / "output"
+    assert main(["segment", str(EXAMPLE), "-o", str(out), "--device", "cpu", "-q"]) == 0
+    name = EXAMPLE.name.removesuffix(".nii.gz")
+    assert (out / f"{name}.seg.nrrd").stat().st_size > 0
+    overlay = sitk.ReadImage(str(out / f"{name}_overlay.png"))
+    assert overlay.GetNumberOfComponentsPerPixel() == 3
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{name}_liver.nii.gz")))
+    np.testing.assert_array_equal(mask, sitk.GetArrayFromImage(library_result[1].mask))

@@ -21,9 +21,11 @@ import numpy as np
 from RMAMambaSegmentationLib.errors import InputFileError, InvalidImageError
 from RMAMambaSegmentationLib.training import metrics
 from RMAMambaSegmentationLib.training.pairing import (
+    case_key,
     index_by_key,
     list_volume_files,
     pair_by_key,
+    strip_extension,
 )
 
 logger = logging.getLogger(__name__)
@@ -186,8 +188,6 @@ def evaluate_pair(
 def prefer_liver_masks(paths: list[Path]) -> list[Path]:
     """An output folder of ``rmamamba segment`` as masks: where one case has several volume files and exactly one
     of them is ``NAME_liver.*``, keep that one (the ``.seg.nrrd`` and ``_probability`` files are the same case)."""
-    from RMAMambaSegmentationLib.training.pairing import case_key, strip_extension
-
     by_case: dict[str, list[Path]] = {}
     for path in paths:
         by_case.setdefault(case_key(path), []).append(path)
@@ -207,8 +207,6 @@ def find_pairs(
         if not path.exists():
             raise InputFileError(f"{path} does not exist")
     if pred_path.is_file() and ref_path.is_file():
-        from RMAMambaSegmentationLib.training.pairing import case_key
-
         return [(case_key(ref_path), pred_path, ref_path)]
     if pred_path.is_dir() and ref_path.is_dir():
         preds = index_by_key(prefer_liver_masks(list_volume_files(pred_path)), "predictions")

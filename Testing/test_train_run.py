@@ -22,8 +22,11 @@ from RMAMambaSegmentationLib.checkpoints import load_model
 from RMAMambaSegmentationLib.cli import train_command
 from RMAMambaSegmentationLib.network.loss import deep_supervision_loss
 from RMAMambaSegmentationLib.network.rma_mamba import build_model
+from RMAMambaSegmentationLib.training.config import TrainConfig
 from RMAMambaSegmentationLib.training.layouts import CaseSource
+from RMAMambaSegmentationLib.training.metrics import overlap_scores
 from RMAMambaSegmentationLib.training.slices import build_slice_set
+from RMAMambaSegmentationLib.training.trainer import Trainer
 from RMAMambaSegmentationLib.volume.inference import segment_image
 from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
 from RMAMambaSegmentationLib.volume.model_card import read_model_card
@@ -221,3 +224,51 @@ def test_encoder_from_vmamba_checkpoint_and_fine_tuning_init(workdir):
     tuned = Trainer(TrainConfig(input_size=(64, 64), init_weights=str(workdir / "start.pt")), slices, slices,
                     workdir / "out")
     assert all(torch.equal(tuned.model.state_dict()[k], v) for k, v in donor.state_dict().items())
+
+
+def test_bf16_autocast_on_cpu_when_asked(workdir):
+    """``--amp bf16`` runs the CPU forward pass in bfloat16 (float32 master weights); ``auto`` stays float32."""
+    data = cirrmri_dataset(workdir / "data")
+    weights, logs = {}, {}
+    for amp in ("auto", "bf16"):
+        out = workdir / amp
+        assert train(str(data), "-o", str(out), "--max-steps", "2", "--epochs", "1", "--seed", "3", "--amp", amp,
+                     *FAST) == 0
+        weights[amp] = torch.load(out / "last.pt", weights_only=True)
+        logs[amp] = read_log(out / "log.csv")[0]
+    floats = [key for key, value in weights["bf16"].items() if value.is_floating_point()]
+    assert all(weights["bf16"][key].dtype == torch.float32 for key in floats)
+    assert any(not torch.equal(weights["bf16"][key], weights["auto"][key]) for key in floats)  # bf16 did run
+    for column in ("train_loss", "valid_loss"):  # the same two steps from the same start, to bf16 precision
+        assert float(logs["bf16"][column]) == pytest.approx(float(logs["auto"][column]), rel=0.03), column
+
+
+def test_per_volume_validation_dice_and_selection_by_it(workdir):
+    """``valid_dice_volume`` is each validation case's Dice over its own slices (what ``evaluate`` scores, at network
+    size), averaged over cases; ``select_by="volume"`` picks best.pt by it."""
+    cases = {name: CaseSource(name, TOTALSEG / f"example_{name}_sm.nii.gz", TOTALSEG / f"example_seg{suffix}.nii.gz")
+             for name, suffix in (("mr", "_mr"), ("ct", ""))}
+    preset, size = IntensityPreset.mri(), (64, 64)
+    train_set = build_slice_set([cases["mr"]], preset=preset, size=size, label=5)
+    valid_set = build_slice_set(list(cases.values()), preset=preset, size=size, label=5)
+    config = TrainConfig(input_size=size, batch_size=4, epochs=2, slices_per_epoch=8, seed=5, select_by="volume")
+    trainer = Trainer(config, train_set, valid_set, workdir / "out")
+    result = trainer.fit()
+
+    scores = trainer.validate()
+    with torch.no_grad():
+        for index, key in enumerate(valid_set.keys):
+            images, targets = valid_set.batch((valid_set.case_index == index).nonzero().flatten())
+            prediction = torch.sigmoid(trainer.model.forward_all(images)[0]) > 0.5
+            expected = overlap_scores(prediction.numpy(), (targets > 0.5).numpy())["dice"]
+            assert scores["valid_dice_per_volume"][key] == pytest.approx(expected, abs=1e-9), key
+    assert scores["valid_dice_volume"] == pytest.approx(np.mean(list(scores["valid_dice_per_volume"].values())))
+
+    rows = read_log(workdir / "out" / "log.csv")
+    volume_dice = [float(row["valid_dice_volume"]) for row in rows]
+    assert result.best_epoch == 1 + int(np.argmax(volume_dice))
+    assert result.best_dice == pytest.approx(max(volume_dice), rel=1e-5)
+    card = read_model_card(workdir / "out" / "best.pt")
+    assert card.training["epoch"] == result.best_epoch and card.training["settings"]["select_by"] == "volume"
+    assert set(card.training["valid_dice_per_volume"]) == {"mr", "ct"}
+    assert card.training["valid_dice_volume"] == pytest.approx(max(volume_dice), rel=1e-5)

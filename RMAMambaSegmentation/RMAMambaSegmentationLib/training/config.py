@@ -9,6 +9,8 @@ from RMAMambaSegmentationLib.training.augmentation import AugmentationConfig
 from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+#: What picks ``best.pt`` and drives early stopping: the paper's mean per-slice Dice, or the mean per-volume Dice.
+SELECTION_METRICS = {"slice": "valid_dice", "volume": "valid_dice_volume"}
 
 
 @dataclass
@@ -25,13 +27,14 @@ class TrainConfig:
     lr_patience: int = 5
     lr_factor: float = 0.1
     early_stop: int = 50  # epochs without a better validation Dice
+    select_by: str = "slice"  # best.pt and early stopping: per-slice Dice (paper) or per-volume Dice
     slices_per_epoch: int | None = None  # None: every training slice once per epoch
     max_steps: int | None = None  # stop after this many optimizer steps in total
     valid_max_slices: int | None = None  # None: every validation slice
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     seed: int = 42
     device: str = "auto"
-    amp: str = "auto"  # auto: bf16 (or fp16) on CUDA, off on CPU
+    amp: str = "auto"  # auto: bf16 (or fp16) on CUDA, off on CPU; bf16 on CPU only when asked
     workers: int = 0  # threads reading and preprocessing volumes
     pretrained: str | None = None  # VMamba ImageNet checkpoint for the encoder
     init_weights: str | None = None  # RMA-Mamba checkpoint to fine-tune
@@ -45,6 +48,8 @@ class TrainConfig:
         self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
         if min(self.input_size) < 32:
             raise ValueError(f"input size {self.input_size} is too small: at least 32x32")
+        if self.select_by not in SELECTION_METRICS:
+            raise ValueError(f"select_by must be one of {', '.join(SELECTION_METRICS)}, got {self.select_by!r}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         for name in ("batch_size", "epochs"):
@@ -58,6 +63,11 @@ class TrainConfig:
             raise ValueError("lr must be positive and lr_factor between 0 and 1")
         if self.early_stop < 1 or self.lr_patience < 0 or self.workers < 0 or self.keep_every < 0:
             raise ValueError("early_stop must be >= 1; lr_patience, workers and keep_every >= 0")
+
+    @property
+    def selection_metric(self) -> str:
+        """The validation score (a key of :meth:`Trainer.validate`) that picks ``best.pt``."""
+        return SELECTION_METRICS[self.select_by]
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

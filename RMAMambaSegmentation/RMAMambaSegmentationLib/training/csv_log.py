@@ -15,6 +15,7 @@ COLUMNS = (
     "valid_loss",
     "valid_dice",
     "valid_dice_global",
+    "valid_dice_volume",
     "valid_iou",
     "best_dice",
     "is_best",

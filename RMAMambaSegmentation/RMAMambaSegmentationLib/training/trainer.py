@@ -4,12 +4,15 @@ the validation Dice, deep-supervision Dice+BCE, augmentation, mixed precision on
 Output folder (written by rank 0 only):
 
 * ``last.pt`` / ``last.json`` -- weights and model card after every epoch (overwritten);
-* ``best.pt`` / ``best.json`` -- the epoch with the highest validation Dice so far;
+* ``best.pt`` / ``best.json`` -- the epoch with the highest validation Dice so far (per slice, or per
+  volume with ``select_by``);
 * ``epoch_NNNN.pt`` / ``.json`` -- every ``keep_every`` epochs when asked;
 * ``training_state.pt`` -- everything ``--resume`` needs; ``log.csv`` -- one row per epoch; ``config.json``.
 
 Validation Dice is the mean over validation slices of the per-slice Dice at threshold 0.5 (a slice with no
-liver and no prediction scores 1), as the paper's scripts measure it; ``valid_dice_global`` pools all voxels.
+liver and no prediction scores 1), as the paper's scripts measure it; ``valid_dice_global`` pools all voxels;
+``valid_dice_volume`` pools each validation case's slices and averages over cases (the score ``evaluate`` reports,
+at network size and without post-processing).
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class EpochResult:
     valid_loss: float
     valid_dice: float
     valid_dice_global: float
+    valid_dice_volume: float
     valid_iou: float
     best_dice: float
     is_best: bool
@@ -103,10 +107,16 @@ class TrainResult:
 
 
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``mode`` on ``device`` (None: full precision; never on CPU)."""
+    """The autocast dtype for ``mode`` on ``device`` (None: full precision).
+
+    On CPU only an explicit ``bf16`` turns autocast on (fast on CPUs with AMX or AVX-512 BF16, slow elsewhere);
+    ``auto`` stays in float32 there and ``fp16`` is refused with a warning.
+    """
     if device.type != "cuda":
-        if mode in ("bf16", "fp16"):
-            logger.warning("mixed precision is only used on CUDA; training in float32")
+        if mode == "bf16":
+            return torch.bfloat16
+        if mode == "fp16":
+            logger.warning("float16 autocast is only used on CUDA (use --amp bf16 on CPU); training in float32")
         return None
     if mode == "off":
         return None
@@ -201,8 +211,10 @@ class Trainer:
         """Continue from a ``training_state.pt``: weights, optimizer, scheduler, scaler and counters."""
         state = load_training_state(path)
         saved = state.get("config", {})
-        for key, current in (("variant", self.config.variant), ("input_size", list(self.config.input_size))):
-            if saved.get(key) != current:
+        checked = (("variant", self.config.variant, None), ("input_size", list(self.config.input_size), None),
+                   ("select_by", self.config.select_by, "slice"))
+        for key, current, default in checked:
+            if saved.get(key, default) != current:
                 raise CheckpointError(f"cannot resume {path}: it was trained with {key} {saved.get(key)!r}, "
                                       f"this run asks for {current!r}")
         self.model.load_state_dict(state["model"], strict=True)
@@ -225,7 +237,7 @@ class Trainer:
     def _autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def train_epoch(self, epoch: int) -> tuple[float, int]:
         """One pass over this epoch's slices; returns (mean training loss over all ranks, steps taken)."""
@@ -263,11 +275,14 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Validation loss (mean over batches), per-slice mean Dice and IoU, and the pooled Dice."""
+        """Validation loss (mean over batches), per-slice mean Dice and IoU, the pooled Dice, and the per-volume
+        Dice at network size (each case's slices pooled, then the mean over cases)."""
         indices = validation_indices(len(self.valid_set), self.config.valid_max_slices)
         indices = indices[self.context.rank :: self.context.world_size]
         self.model.eval()
-        sums = [0.0] * 7  # loss, batches, dice, iou, slices, 2*tp, |P|+|R|
+        n_cases = len(self.valid_set.keys)
+        sums = [0.0] * 5  # loss, batches, dice, iou, slices
+        case_tp2, case_total = torch.zeros(n_cases, dtype=torch.float64), torch.zeros(n_cases, dtype=torch.float64)
         for batch in torch.split(indices, self.config.batch_size):
             images, targets = self.valid_set.batch(batch, self.device)
             with self._autocast():
@@ -276,8 +291,8 @@ class Trainer:
             sums[1] += 1
             prediction = (torch.sigmoid(outputs[0].float()) > 0.5).flatten(1)
             reference = (targets > 0.5).flatten(1)
-            tp = (prediction & reference).sum(1).double()
-            n_pred, n_ref = prediction.sum(1).double(), reference.sum(1).double()
+            tp = (prediction & reference).sum(1).double().cpu()
+            n_pred, n_ref = prediction.sum(1).double().cpu(), reference.sum(1).double().cpu()
             union = n_pred + n_ref - tp
             empty = (n_pred + n_ref) == 0
             dice = torch.where(empty, 1.0, 2 * tp / (n_pred + n_ref).clamp(min=1))
@@ -285,14 +300,20 @@ class Trainer:
             sums[2] += float(dice.sum())
             sums[3] += float(iou.sum())
             sums[4] += len(batch)
-            sums[5] += float(2 * tp.sum())
-            sums[6] += float((n_pred + n_ref).sum())
-        loss, batches, dice, iou, slices, tp2, total = all_reduce_sum(sums, self.context)
+            cases = self.valid_set.case_index[batch].long()
+            case_tp2.index_add_(0, cases, 2 * tp)
+            case_total.index_add_(0, cases, n_pred + n_ref)
+        reduced = all_reduce_sum([*sums, *case_tp2.tolist(), *case_total.tolist()], self.context)
+        loss, batches, dice, iou, slices = reduced[:5]
+        tp2, total = reduced[5 : 5 + n_cases], reduced[5 + n_cases :]
+        per_volume = {key: (a / b if b else 1.0) for key, a, b in zip(self.valid_set.keys, tp2, total, strict=True)}
         return {
             "valid_loss": loss / batches if batches else float("nan"),
             "valid_dice": dice / slices if slices else float("nan"),
             "valid_iou": iou / slices if slices else float("nan"),
-            "valid_dice_global": tp2 / total if total else 1.0,
+            "valid_dice_global": sum(tp2) / sum(total) if sum(total) else 1.0,
+            "valid_dice_volume": sum(per_volume.values()) / len(per_volume),
+            "valid_dice_per_volume": per_volume,
         }
 
     # -- checkpoints ----------------------------------------------------------------------------------------
@@ -313,6 +334,8 @@ class Trainer:
                 "global_step": self.global_step,
                 "valid_dice": scores.get("valid_dice"),
                 "valid_dice_global": scores.get("valid_dice_global"),
+                "valid_dice_volume": scores.get("valid_dice_volume"),
+                "valid_dice_per_volume": scores.get("valid_dice_per_volume"),
                 "valid_loss": scores.get("valid_loss"),
                 "best_epoch": self.best_epoch,
                 "data": {**self.data_description, "n_train_slices": len(self.train_set),
@@ -371,25 +394,26 @@ class Trainer:
             train_loss, steps = self.train_epoch(epoch)
             scores = self.validate()
             self.scheduler.step(scores["valid_loss"])
-            is_best = scores["valid_dice"] > self.best_dice
+            selected = scores[config.selection_metric]
+            is_best = selected > self.best_dice
             if is_best:
-                self.best_dice, self.best_epoch = scores["valid_dice"], epoch
+                self.best_dice, self.best_epoch = selected, epoch
                 self.epochs_without_improvement = 0
-            elif scores["valid_dice"] < self.best_dice:
+            elif selected < self.best_dice:
                 self.epochs_without_improvement += 1
             self.epoch = epoch
             result = EpochResult(
                 epoch, steps, self.optimizer.param_groups[0]["lr"], train_loss, scores["valid_loss"],
-                scores["valid_dice"], scores["valid_dice_global"], scores["valid_iou"], self.best_dice, is_best,
-                self.epochs_without_improvement, time.perf_counter() - started,
+                scores["valid_dice"], scores["valid_dice_global"], scores["valid_dice_volume"], scores["valid_iou"],
+                self.best_dice, is_best, self.epochs_without_improvement, time.perf_counter() - started,
             )
             history.append(result)
             if self.context.is_main:
                 self._end_of_epoch(result, scores)
             barrier(self.context)
-            logger.info("epoch %d: train loss %.4f, valid loss %.4f, valid Dice %.4f%s (lr %.2g, %.1f s)", epoch,
-                        train_loss, scores["valid_loss"], scores["valid_dice"], " (best)" if is_best else "",
-                        result.lr, result.seconds)
+            logger.info("epoch %d: train loss %.4f, valid loss %.4f, valid Dice %.4f per slice, %.4f per volume%s "
+                        "(lr %.2g, %.1f s)", epoch, train_loss, scores["valid_loss"], scores["valid_dice"],
+                        scores["valid_dice_volume"], " (best)" if is_best else "", result.lr, result.seconds)
             if broadcast_flag(self.epochs_without_improvement >= config.early_stop, self.context):
                 stopped = "early stopping"
                 break

@@ -172,6 +172,17 @@ def test_train_cirrmri3d_layout_with_max_steps(workdir):
     assert len(read_log(out / "log.csv")) == 1
 
 
+def test_resume_refuses_a_different_selection_metric(workdir, caplog):
+    """best.pt was picked by per-slice Dice: resuming with --select-by volume would compare unlike scores."""
+    data = cirrmri_dataset(workdir / "data")
+    out = workdir / "out"
+    assert train(str(data), "-o", str(out), "--max-steps", "1", "--epochs", "2", *FAST) == 0
+    before = (out / "log.csv").read_bytes()
+    assert train(str(data), "-o", str(out), "--epochs", "2", "--resume", "--select-by", "volume", *FAST) == 2
+    assert "trained with select_by 'slice', this run asks for 'volume'" in caplog.text
+    assert (out / "log.csv").read_bytes() == before
+
+
 def test_resume_without_a_state_is_an_error(workdir, caplog):
     data = cirrmri_dataset(workdir / "data")
     assert train(str(data), "-o", str(workdir / "out"), "--resume-from", str(workdir / "none"), *FAST) == 2

@@ -66,6 +66,10 @@ class StepProgress:
 ProgressCallback = Callable[[StepProgress], None]
 
 
+#: What :meth:`Trainer.validate` returns: scores by name; ``valid_dice_per_volume`` maps case keys to Dice.
+ValidationScores = dict[str, float | dict[str, float]]
+
+
 @dataclass
 class EpochResult:
     """One row of ``log.csv``."""
@@ -215,7 +219,7 @@ class Trainer:
                    ("select_by", self.config.select_by, "slice"))
         for key, current, default in checked:
             if saved.get(key, default) != current:
-                raise CheckpointError(f"cannot resume {path}: it was trained with {key} {saved.get(key)!r}, "
+                raise CheckpointError(f"cannot resume {path}: it was trained with {key} {saved.get(key, default)!r}, "
                                       f"this run asks for {current!r}")
         self.model.load_state_dict(state["model"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -274,7 +278,7 @@ class Trainer:
         return (summed[0] / summed[1] if summed[1] else float("nan")), steps
 
     @torch.no_grad()
-    def validate(self) -> dict[str, float]:
+    def validate(self) -> ValidationScores:
         """Validation loss (mean over batches), per-slice mean Dice and IoU, the pooled Dice, and the per-volume
         Dice at network size (each case's slices pooled, then the mean over cases)."""
         indices = validation_indices(len(self.valid_set), self.config.valid_max_slices)
@@ -318,7 +322,7 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------------------
 
-    def model_card(self, epoch: int, scores: dict[str, float]) -> ModelCard:
+    def model_card(self, epoch: int, scores: ValidationScores) -> ModelCard:
         config = self.config
         notes = ""
         if self.data_description.get("layout") == "png2d":
@@ -422,7 +426,7 @@ class Trainer:
         return TrainResult(self.output_dir, self.epoch, self.best_epoch, self.best_dice, self.global_step, stopped,
                            history)
 
-    def _end_of_epoch(self, result: EpochResult, scores: dict[str, float]) -> None:
+    def _end_of_epoch(self, result: EpochResult, scores: ValidationScores) -> None:
         card = self.model_card(result.epoch, scores)
         self._save_weights("last", card)
         if result.is_best:

@@ -18,7 +18,7 @@ import SimpleITK as sitk
 import torch
 
 from conftest import TOTALSEG
-from RMAMambaSegmentationLib.checkpoints import load_model
+from RMAMambaSegmentationLib.checkpoints import load_model, save_checkpoint
 from RMAMambaSegmentationLib.cli import train_command
 from RMAMambaSegmentationLib.network.loss import deep_supervision_loss
 from RMAMambaSegmentationLib.network.rma_mamba import build_model
@@ -214,10 +214,6 @@ def test_bad_data_exits_with_an_error_and_writes_nothing(workdir, caplog):
 
 
 def test_encoder_from_vmamba_checkpoint_and_fine_tuning_init(workdir):
-    from RMAMambaSegmentationLib.checkpoints import save_checkpoint
-    from RMAMambaSegmentationLib.training.config import TrainConfig
-    from RMAMambaSegmentationLib.training.trainer import Trainer
-
     case = CaseSource("mr", TOTALSEG / "example_mr_sm.nii.gz", TOTALSEG / "example_seg_mr.nii.gz")
     slices = build_slice_set([case], preset=IntensityPreset.mri(), size=(64, 64), label=5)
     torch.manual_seed(123)

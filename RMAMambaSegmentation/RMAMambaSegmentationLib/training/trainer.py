@@ -311,11 +311,12 @@ class Trainer:
         loss, batches, dice, iou, slices = reduced[:5]
         tp2, total = reduced[5 : 5 + n_cases], reduced[5 + n_cases :]
         per_volume = {key: (a / b if b else 1.0) for key, a, b in zip(self.valid_set.keys, tp2, total, strict=True)}
+        pooled_tp2, pooled_total = sum(tp2), sum(total)
         return {
             "valid_loss": loss / batches if batches else float("nan"),
             "valid_dice": dice / slices if slices else float("nan"),
             "valid_iou": iou / slices if slices else float("nan"),
-            "valid_dice_global": sum(tp2) / sum(total) if sum(total) else 1.0,
+            "valid_dice_global": pooled_tp2 / pooled_total if pooled_total else 1.0,
             "valid_dice_volume": sum(per_volume.values()) / len(per_volume),
             "valid_dice_per_volume": per_volume,
         }

@@ -285,28 +285,31 @@ class Trainer:
         indices = indices[self.context.rank :: self.context.world_size]
         self.model.eval()
         n_cases = len(self.valid_set.keys)
-        sums = [0.0] * 5  # loss, batches, dice, iou, slices
-        case_tp2, case_total = torch.zeros(n_cases, dtype=torch.float64), torch.zeros(n_cases, dtype=torch.float64)
+        # Everything accumulates on the device and is copied to the host once, after the loop.
+        loss_dice_iou = torch.zeros(3, dtype=torch.float64, device=self.device)
+        case_tp2 = torch.zeros(n_cases, dtype=torch.float64, device=self.device)
+        case_total = torch.zeros(n_cases, dtype=torch.float64, device=self.device)
+        batches = 0
         for batch in torch.split(indices, self.config.batch_size):
             images, targets = self.valid_set.batch(batch, self.device)
             with self._autocast():
                 outputs = self.model.forward_all(images)
-            sums[0] += float(deep_supervision_loss([o.float() for o in outputs], targets))
-            sums[1] += 1
             prediction = (torch.sigmoid(outputs[0].float()) > 0.5).flatten(1)
             reference = (targets > 0.5).flatten(1)
-            tp = (prediction & reference).sum(1).double().cpu()
-            n_pred, n_ref = prediction.sum(1).double().cpu(), reference.sum(1).double().cpu()
+            tp = (prediction & reference).sum(1).double()
+            n_pred, n_ref = prediction.sum(1).double(), reference.sum(1).double()
             union = n_pred + n_ref - tp
             empty = (n_pred + n_ref) == 0
             dice = torch.where(empty, 1.0, 2 * tp / (n_pred + n_ref).clamp(min=1))
             iou = torch.where(empty, 1.0, tp / union.clamp(min=1))
-            sums[2] += float(dice.sum())
-            sums[3] += float(iou.sum())
-            sums[4] += len(batch)
-            cases = self.valid_set.case_index[batch].long()
+            loss = deep_supervision_loss([o.float() for o in outputs], targets).double()
+            loss_dice_iou += torch.stack((loss, dice.sum(), iou.sum()))
+            batches += 1
+            cases = self.valid_set.case_index[batch].long().to(self.device)
             case_tp2.index_add_(0, cases, 2 * tp)
             case_total.index_add_(0, cases, n_pred + n_ref)
+        loss_sum, dice_sum, iou_sum = loss_dice_iou.tolist()
+        sums = [loss_sum, batches, dice_sum, iou_sum, len(indices)]
         reduced = all_reduce_sum([*sums, *case_tp2.tolist(), *case_total.tolist()], self.context)
         loss, batches, dice, iou, slices = reduced[:5]
         tp2, total = reduced[5 : 5 + n_cases], reduced[5 + n_cases :]

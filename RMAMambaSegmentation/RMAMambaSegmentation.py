@@ -383,8 +383,8 @@ class RMAMambaSegmentationLogic(ScriptedLoadableModuleLogic):
 
         import RMAMambaSegmentation
         logic = RMAMambaSegmentation.RMAMambaSegmentationLogic()
-        seg = logic.segment(getNode("MRI"), weights="/path/rmamamba_t.pt", device="auto", intensity="MRI")
-        rows = logic.segmentFiles(["/data/case1.nii.gz", "/data/dicom_case2"], "/data/out", weights="/path/w.pt")
+        seg = logic.segment(getNode("MRI"), weights="rmamamba_t.pt", device="auto", intensity="MRI")
+        rows = logic.segmentFiles(["case1.nii.gz", "dicom_case2"], "out", weights="w.pt")
     """
 
     def __init__(self) -> None:

@@ -8,10 +8,10 @@ Console example (Slicer's Python console)::
     from RMAMambaSegmentationLib import SegmentationLogic
     volume = slicer.util.getNode("CT abdomen")
     logic = SegmentationLogic()
-    seg = logic.segment(volume, weights="/data/rmamamba_t.pt", device="auto", intensity="CT")
+    seg = logic.segment(volume, weights="rmamamba_t.pt", device="auto", intensity="CT")
     print(seg.GetAttribute("RMAMamba.LiverVolumeMl"))
     # run again into the same node, replacing only its "Liver" segment:
-    logic.segment(volume, weights="/data/rmamamba_t.pt", segmentationNode=seg, replace=True)
+    logic.segment(volume, weights="rmamamba_t.pt", segmentationNode=seg, replace=True)
 
 A run has three steps, so that a GUI can keep its event loop free:
 
@@ -189,7 +189,7 @@ class SegmentationLogic:
         case, and returns the summary rows (dicts). ``options`` are those of
         ``RMAMambaSegmentationLib.volume.batch.segment_files`` (``weights``, ``device``, ``intensity``, ...).
 
-        Usage: ``SegmentationLogic().segmentFiles(["/data/a.nii.gz", "/data/b.nrrd"], "/data/out", weights=w)``
+        Usage: ``SegmentationLogic().segmentFiles(["a.nii.gz", "b.nrrd"], "out", weights=w)``
         """
         from ..volume.batch import segment_files
 

@@ -10,8 +10,9 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from conftest import TOTALSEG
+from conftest import DATA, TOTALSEG
 from RMAMambaSegmentationLib.errors import CheckpointError
+from RMAMambaSegmentationLib.volume.inference import resolve_intensity
 from RMAMambaSegmentationLib.volume.intensity import IntensityPreset, apply_bounds, normalize_intensities
 from RMAMambaSegmentationLib.volume.model_card import ModelCard, model_card_path, read_model_card, write_model_card
 from RMAMambaSegmentationLib.volume.postprocessing import fill_holes_slicewise, largest_component, postprocess_mask
@@ -47,6 +48,53 @@ def test_presets_by_name_and_round_trip():
         IntensityPreset.ct(250, -150)
     with pytest.raises(ValueError, match=r"\[0, 100\]"):
         IntensityPreset.mri(-1, 99)
+
+
+def test_mri_tissue_keeps_a_dark_liver_grey_beside_a_fluid_filled_stomach():
+    """CHAOS subject 36: a stomach full of fluid owns the top percentiles, so ``MRI`` maps the liver to ~0.22
+    (other subjects: 0.34-0.53); ``MRI-tissue`` scales by the body's median instead and brings it back."""
+    folder = DATA / "chaos_mr_t2spir"
+    array = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "images" / "chaos_mr_t2spir_36_image.nii.gz")))
+    liver = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "liver_masks" / "chaos_mr_t2spir_36_liver.nii.gz")))
+    liver = liver.astype(bool)
+    tissue = IntensityPreset.from_name("MRI-tissue")
+    assert tissue == IntensityPreset.mri_tissue(0.5, 4.0) and tissue.name == "MRI" and tissue.kind == "tissue"
+    assert (tissue.label, IntensityPreset.mri().label, IntensityPreset.ct().label) == ("MRI-tissue", "MRI", "CT")
+
+    lo, top = np.percentile(array, [0.5, 99.5])
+    body_median = np.median(array[array > lo + 0.05 * (top - lo)])
+    assert tissue.bounds(array) == pytest.approx((lo, lo + 4.0 * (body_median - lo)))
+    by_tissue = normalize_intensities(array, tissue)
+    assert by_tissue.dtype == np.float32 and by_tissue.min() == 0.0 and by_tissue.max() == 1.0
+    assert np.median(normalize_intensities(array, "MRI")[liver]) < 0.25
+    assert 0.35 < np.median(by_tissue[liver]) < 0.5
+
+
+def test_mri_tissue_presets_validate_and_round_trip():
+    custom = IntensityPreset.mri_tissue(1.0, 3.0)
+    assert IntensityPreset.from_dict(json.loads(json.dumps(custom.to_dict()))) == custom
+    with pytest.raises(ValueError, match="multiple must be positive"):
+        IntensityPreset.mri_tissue(0.5, 0.0)
+    with pytest.raises(ValueError, match=r"\[0, 100\)"):
+        IntensityPreset.mri_tissue(100.0, 4.0)
+    with pytest.raises(ValueError, match="expected one of percentile, window, tissue"):
+        IntensityPreset("MRI", "zscore", 0.0, 1.0)
+    np.testing.assert_array_equal(normalize_intensities(np.full((3, 4, 4), 7.0), "MRI-tissue"), np.zeros((3, 4, 4)))
+
+
+def test_a_modality_name_means_the_cards_preset_and_a_preset_name_that_preset(caplog):
+    tissue_card = ModelCard(intensity=IntensityPreset.mri_tissue(1.0, 3.0))
+    percentile_card = ModelCard(intensity=IntensityPreset.mri(1.0, 99.0))
+    assert resolve_intensity(None, tissue_card) == IntensityPreset.mri_tissue(1.0, 3.0)
+    assert resolve_intensity("MRI", tissue_card) == IntensityPreset.mri_tissue(1.0, 3.0)
+    assert resolve_intensity("mri-tissue", tissue_card) == IntensityPreset.mri_tissue(1.0, 3.0)
+    assert resolve_intensity("MR", percentile_card) == IntensityPreset.mri(1.0, 99.0)
+    assert resolve_intensity(None, None) == IntensityPreset.mri()
+    assert not caplog.records
+    assert resolve_intensity("MRI-tissue", percentile_card) == IntensityPreset.mri_tissue()
+    assert "trained with the MRI preset; using MRI-tissue as asked" in caplog.text
+    assert resolve_intensity("CT", tissue_card) == IntensityPreset.ct()
+    assert "trained with the MRI-tissue preset; using CT as asked" in caplog.text
 
 
 def test_apply_bounds_constant_range_gives_zeros():

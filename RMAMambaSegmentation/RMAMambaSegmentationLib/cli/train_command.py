@@ -50,8 +50,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                       help="share of cases held out for validation when there is no split (default 0.2)")
     data.add_argument("--label", type=int, default=None,
                       help="liver value in the label maps (default: nonzero; TotalSegmentator: 5)")
-    data.add_argument("--intensity", default="MRI", choices=("MRI", "CT"),
-                      help="intensity preset (MRI: percentiles 0.5-99.5; CT: -150..250 HU)")
+    data.add_argument("--intensity", default="MRI", choices=("MRI", "MRI-tissue", "CT"),
+                      help="intensity preset (MRI: percentiles 0.5-99.5; MRI-tissue: 0.5th percentile to 4x the "
+                           "median tissue value; CT: -150..250 HU)")
     data.add_argument("--workers", type=int, default=0, help="threads reading volumes at start (default 0)")
     data.add_argument("--licence", default="", help="data licence recorded in the model cards")
 

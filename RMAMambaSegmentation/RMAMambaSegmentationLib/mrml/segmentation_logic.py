@@ -340,7 +340,7 @@ class SegmentationLogic:
             provenance.VERSION: __version__,
             provenance.DEVICE: info.device,
             provenance.DATE: provenance.now_iso(),
-            provenance.INTENSITY_PRESET: info.intensity.name,
+            provenance.INTENSITY_PRESET: info.intensity.label,
             provenance.POSTPROCESSED: "yes" if info.postprocessed else "no",
             provenance.LIVER_VOLUME_ML: f"{result.volume_ml:.2f}",
             provenance.SOURCE_VOLUME: job.volume_node.GetName(),

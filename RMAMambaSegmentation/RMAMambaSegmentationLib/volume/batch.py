@@ -141,7 +141,7 @@ def _ok_row(case: InputCase, image: sitk.Image, result: SegmentationResult, outp
         "spacing_mm": "x".join(f"{s:.6g}" for s in image.GetSpacing()),
         "device": provenance.device,
         "variant": provenance.variant or "",
-        "intensity": f"{provenance.intensity.name} [{lo:.6g}, {hi:.6g}]",
+        "intensity": f"{provenance.intensity.label} [{lo:.6g}, {hi:.6g}]",
         "weights_sha256": provenance.weights_sha256 or "",
         "seconds": round(seconds, 3),
         "input": str(case.path),

@@ -106,20 +106,22 @@ def geometry_from_ijk_to_ras(matrix: np.ndarray) -> tuple[tuple[float, float, fl
 
 
 def resolve_intensity(intensity: IntensityPreset | str | None, card: ModelCard | None) -> IntensityPreset:
-    """The preset to use: an explicit preset object as is; a name (``"MRI"``/``"CT"``) with the model card's
-    parameters when the card is for that modality; None -> the card's preset, else MRI."""
+    """The preset to use: an explicit preset object as is; a modality name (``"MRI"``/``"CT"``) means the model
+    card's preset when the card is for that modality, a preset name (``"MRI-tissue"``) the card's parameters when
+    the card names that preset; None -> the card's preset, else MRI."""
     if isinstance(intensity, IntensityPreset):
         return intensity
     if intensity is None:
         return card.intensity if card is not None else IntensityPreset.mri()
     preset = IntensityPreset.from_name(intensity)
     if card is not None:
-        if card.intensity.name.upper() == preset.name.upper():
+        modality_only = str(intensity).strip().upper() in ("MRI", "MR", "CT")
+        if card.intensity.name.upper() == preset.name.upper() and (modality_only or card.intensity.kind == preset.kind):
             return card.intensity
         logger.warning(
             "the weights' model card says they were trained with the %s preset; using %s as asked",
-            card.intensity.name,
-            preset.name,
+            card.intensity.label,
+            preset.label,
         )
     return preset
 

@@ -1,6 +1,9 @@
 """Intensity presets: map a volume's values to [0, 1] as the network expects.
 
 * ``MRI``: robust percentiles computed over the whole volume (default 0.5 and 99.5) map to 0 and 1.
+* ``MRI-tissue``: the 0.5th percentile maps to 0 and four times the median *tissue* intensity (above that
+  percentile) to 1. The median of the body's voxels does not move when a large bright structure (a stomach full of
+  fluid on T2) takes over the top percentiles, so the liver keeps its usual grey level where ``MRI`` darkens it.
 * ``CT``: a fixed window in Hounsfield units (default -150 to 250 HU) maps to 0 and 1.
 
 Values outside are clipped. The bounds are computed once per volume (:meth:`IntensityPreset.bounds`) so slices
@@ -19,12 +22,17 @@ logger = logging.getLogger(__name__)
 
 PERCENTILE = "percentile"
 WINDOW = "window"
+TISSUE = "tissue"
+KINDS = (PERCENTILE, WINDOW, TISSUE)
+#: Voxels below this fraction of the way from the low percentile to the 99.5th are background (air), not tissue.
+TISSUE_THRESHOLD_FRACTION = 0.05
 
 
 @dataclass(frozen=True)
 class IntensityPreset:
     """How intensities become [0, 1]: ``kind`` is ``"percentile"`` (``low``/``high`` are percentiles of the
-    volume) or ``"window"`` (``low``/``high`` are absolute values, e.g. HU)."""
+    volume), ``"window"`` (``low``/``high`` are absolute values, e.g. HU) or ``"tissue"`` (``low`` is a
+    percentile mapped to 0, ``high`` the multiple of the median tissue intensity above it mapped to 1)."""
 
     name: str
     kind: str
@@ -32,8 +40,15 @@ class IntensityPreset:
     high: float
 
     def __post_init__(self) -> None:
-        if self.kind not in (PERCENTILE, WINDOW):
-            raise ValueError(f"unknown intensity preset kind {self.kind!r} (expected 'percentile' or 'window')")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown intensity preset kind {self.kind!r} (expected one of {', '.join(KINDS)})")
+        if self.kind == TISSUE:
+            if not (0.0 <= self.low < 100.0 and np.isfinite(self.high) and self.high > 0.0):
+                raise ValueError(
+                    f"intensity preset {self.name!r}: the low percentile must lie in [0, 100) and the tissue "
+                    f"multiple must be positive (got {self.low}, {self.high})"
+                )
+            return
         if not (np.isfinite(self.low) and np.isfinite(self.high)) or self.low >= self.high:
             raise ValueError(f"intensity preset {self.name!r}: low ({self.low}) must be below high ({self.high})")
         if self.kind == PERCENTILE and not (self.low >= 0.0 and self.high <= 100.0):
@@ -44,18 +59,29 @@ class IntensityPreset:
         return cls("MRI", PERCENTILE, float(low), float(high))
 
     @classmethod
+    def mri_tissue(cls, low: float = 0.5, multiple: float = 4.0) -> IntensityPreset:
+        return cls("MRI", TISSUE, float(low), float(multiple))
+
+    @classmethod
     def ct(cls, low: float = -150.0, high: float = 250.0) -> IntensityPreset:
         return cls("CT", WINDOW, float(low), float(high))
 
     @classmethod
     def from_name(cls, name: str) -> IntensityPreset:
-        """The default preset for ``"MRI"`` / ``"MR"`` or ``"CT"`` (case-insensitive)."""
+        """The default preset for ``"MRI"`` / ``"MR"``, ``"MRI-tissue"`` or ``"CT"`` (case-insensitive)."""
         key = str(name).strip().upper()
         if key in ("MRI", "MR"):
             return cls.mri()
+        if key in ("MRI-TISSUE", "MR-TISSUE"):
+            return cls.mri_tissue()
         if key == "CT":
             return cls.ct()
-        raise ValueError(f"unknown intensity preset {name!r}: use 'MRI' or 'CT'")
+        raise ValueError(f"unknown intensity preset {name!r}: use 'MRI', 'MRI-tissue' or 'CT'")
+
+    @property
+    def label(self) -> str:
+        """The name a user types for this preset: ``"MRI"``, ``"MRI-tissue"`` or ``"CT"``."""
+        return f"{self.name}-tissue" if self.kind == TISSUE else self.name
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,7 +98,12 @@ class IntensityPreset:
         if self.kind == WINDOW:
             return self.low, self.high
         finite = np.asarray(array)
-        lo, hi = (float(v) for v in np.percentile(finite, [self.low, self.high]))
+        if self.kind == TISSUE:
+            lo, top = (float(v) for v in np.percentile(finite, [self.low, 99.5]))
+            tissue = finite[finite > lo + TISSUE_THRESHOLD_FRACTION * (top - lo)]
+            hi = lo + self.high * (float(np.median(tissue)) - lo) if tissue.size else lo
+        else:
+            lo, hi = (float(v) for v in np.percentile(finite, [self.low, self.high]))
         if hi <= lo:  # e.g. a volume that is mostly background: fall back to the full range
             lo, hi = float(np.min(finite)), float(np.max(finite))
             logger.debug("percentiles %s-%s coincide; using the volume's min-max %s-%s", self.low, self.high, lo, hi)

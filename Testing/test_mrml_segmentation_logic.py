@@ -27,7 +27,11 @@ from RMAMambaSegmentationLib.mrml.segment_writer import SegmentationWriteError, 
 from RMAMambaSegmentationLib.mrml.terminology import LIVER_COLOR, LIVER_TERMINOLOGY, segment_terminology
 from RMAMambaSegmentationLib.mrml.volume_node import ijk_to_ras
 
-CASES = {"ct": ("example_ct_sm.nii.gz", "CT"), "mr": ("example_mr_sm.nii.gz", "MRI")}
+CASES = {
+    "ct": ("example_ct_sm.nii.gz", "CT"),
+    "mr": ("example_mr_sm.nii.gz", "MRI"),
+    "mr-tissue": ("example_mr_sm.nii.gz", "MRI-tissue"),
+}
 
 
 class RampModel(torch.nn.Module):
@@ -282,6 +286,8 @@ def test_bad_inputs_raise_specific_errors(mrml, tmp_path, monkeypatch):
         logic.segment(constant, model=RampModel())
     with pytest.raises(WeightsNotFoundError, match="not found"):
         logic.segment(volume, weights=tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="unknown intensity preset 'PET'"):
+        logic.segment(volume, model=RampModel(), intensity="PET")
 
     import RMAMambaSegmentationLib.checkpoints as checkpoints
 

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..callbacks import CancelCheck, ProgressCallback
 from ..errors import InvalidImageError, WeightsNotFoundError
+from ..volume.intensity import IntensityPreset
 from . import provenance
 from .model_cache import ModelCache
 from .probability_volume import add_probability_volume
@@ -145,7 +146,8 @@ class SegmentationLogic:
             progress: ``progress(fraction, message)`` callback.
             cancel: returns True to stop; checked between batches of slices. The scene is then left unchanged.
             variant: ``"T"``/``"S"`` to check the weights' variant (None = accept either).
-            intensity: ``"MRI"`` or ``"CT"`` preset; None = the weights' model card, else MRI.
+            intensity: ``"MRI"`` or ``"CT"`` (the card's preset for that modality) or ``"MRI-tissue"``; None = the
+                weights' model card, else MRI.
             postprocess: keep the largest 3D component and fill holes.
             probabilityMap: also add a float volume with the liver probability (0-1).
             batchSize: slices per network call (None = automatic).
@@ -217,8 +219,8 @@ class SegmentationLogic:
         validate_volume_node(volumeNode)
         if variant is not None and str(variant).upper() not in ("T", "S"):
             raise ValueError(f"unknown model variant {variant!r}: use 'T' or 'S'")
-        if intensity is not None and str(intensity).strip().upper() not in ("MRI", "MR", "CT"):
-            raise ValueError(f"unknown intensity preset {intensity!r}: use 'MRI' or 'CT'")
+        if intensity is not None:
+            IntensityPreset.from_name(intensity)  # raises "unknown intensity preset ..." before any change
         if batchSize is not None and int(batchSize) < 1:
             raise ValueError(f"batchSize must be at least 1, got {batchSize}")
         weights_path = _resolve_weights(weights) if model is None else (Path(weights) if weights else None)

@@ -3,7 +3,7 @@
 Modules (one concept each):
 
 * ``orientation`` -- axial slices in radiological display orientation, and back (``AxialReorientation``).
-* ``intensity`` -- MRI percentile / CT window presets mapping voxels to [0, 1].
+* ``intensity`` -- MRI percentile, MRI tissue-median and CT window presets mapping voxels to [0, 1].
 * ``preprocessing`` -- slices to the network's 3-channel 256x256 input and logits back to slice size.
 * ``validation`` -- refusing images that cannot be segmented (``InvalidImageError``).
 * ``model_card`` / ``model_loading`` / ``devices`` -- what a checkpoint expects, loading it, where it runs.

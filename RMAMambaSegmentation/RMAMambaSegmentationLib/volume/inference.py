@@ -27,7 +27,7 @@ import torch
 from RMAMambaSegmentationLib.callbacks import CancelCheck, ProgressCallback
 from RMAMambaSegmentationLib.errors import RMAMambaError, SegmentationCancelledError
 from RMAMambaSegmentationLib.volume.devices import DEFAULT_CPU_BATCH, auto_batch_size, is_out_of_memory
-from RMAMambaSegmentationLib.volume.intensity import IntensityPreset, apply_bounds
+from RMAMambaSegmentationLib.volume.intensity import MODALITY_NAMES, IntensityPreset, apply_bounds
 from RMAMambaSegmentationLib.volume.model_card import ModelCard
 from RMAMambaSegmentationLib.volume.model_loading import PreparedModel, prepare_model
 from RMAMambaSegmentationLib.volume.orientation import LPS_TO_RAS, AxialReorientation
@@ -115,7 +115,7 @@ def resolve_intensity(intensity: IntensityPreset | str | None, card: ModelCard |
         return card.intensity if card is not None else IntensityPreset.mri()
     preset = IntensityPreset.from_name(intensity)
     if card is not None:
-        modality_only = str(intensity).strip().upper() in ("MRI", "MR", "CT")
+        modality_only = str(intensity).strip().upper() in MODALITY_NAMES
         if card.intensity.name.upper() == preset.name.upper() and (modality_only or card.intensity.kind == preset.kind):
             return card.intensity
         logger.warning(

@@ -24,6 +24,8 @@ PERCENTILE = "percentile"
 WINDOW = "window"
 TISSUE = "tissue"
 KINDS = (PERCENTILE, WINDOW, TISSUE)
+#: Names that mean a modality (use the model card's preset for it) rather than one particular preset.
+MODALITY_NAMES = ("MRI", "MR", "CT")
 #: Voxels below this fraction of the way from the low percentile to the 99.5th are background (air), not tissue.
 TISSUE_THRESHOLD_FRACTION = 0.05
 
@@ -101,12 +103,12 @@ class IntensityPreset:
         if self.kind == TISSUE:
             lo, top = (float(v) for v in np.percentile(finite, [self.low, 99.5]))
             tissue = finite[finite > lo + TISSUE_THRESHOLD_FRACTION * (top - lo)]
-            hi = lo + self.high * (float(np.median(tissue)) - lo) if tissue.size else lo
+            hi = lo + self.high * (float(np.median(tissue, overwrite_input=True)) - lo) if tissue.size else lo
         else:
             lo, hi = (float(v) for v in np.percentile(finite, [self.low, self.high]))
         if hi <= lo:  # e.g. a volume that is mostly background: fall back to the full range
             lo, hi = float(np.min(finite)), float(np.max(finite))
-            logger.debug("percentiles %s-%s coincide; using the volume's min-max %s-%s", self.low, self.high, lo, hi)
+            logger.debug("%s bounds coincide; using the volume's min-max %s-%s", self.label, lo, hi)
         return lo, hi
 
 

@@ -20,6 +20,7 @@ import torch
 from conftest import TOTALSEG
 from RMAMambaSegmentationLib.checkpoints import load_model, save_checkpoint
 from RMAMambaSegmentationLib.cli import train_command
+from RMAMambaSegmentationLib.errors import CheckpointError
 from RMAMambaSegmentationLib.network.loss import deep_supervision_loss
 from RMAMambaSegmentationLib.network.rma_mamba import build_model
 from RMAMambaSegmentationLib.training.config import TrainConfig
@@ -279,3 +280,28 @@ def test_per_volume_validation_dice_and_selection_by_it(workdir):
     assert card.training["epoch"] == result.best_epoch and card.training["settings"]["select_by"] == "volume"
     assert set(card.training["valid_dice_per_volume"]) == {"mr", "ct"}
     assert card.training["valid_dice_volume"] == pytest.approx(max(volume_dice), rel=1e-5)
+
+
+def test_context_slices_run_trains_validates_and_segments_with_neighbours(workdir):
+    """A 2.5D run (``context_slices`` 1) validates on neighbour-stacked slices, writes the setting into its model
+    card, and ``segment_image`` then feeds the neighbours too."""
+    case = CaseSource("mr", TOTALSEG / "example_mr_sm.nii.gz", TOTALSEG / "example_seg_mr.nii.gz")
+    size = (64, 64)
+    slices = build_slice_set([case], preset=IntensityPreset.mri(), size=size, label=5)
+    config = TrainConfig(input_size=size, batch_size=4, epochs=1, slices_per_epoch=8, seed=3, context_slices=1)
+    trainer = Trainer(config, slices, slices, workdir / "ctx")
+    trainer.fit()
+    scores = trainer.validate()
+    with torch.no_grad():
+        images, targets = slices.batch(torch.arange(len(slices)), context_slices=1)
+        prediction = torch.sigmoid(trainer.model.forward_all(images)[0]) > 0.5
+    expected = overlap_scores(prediction.numpy(), (targets > 0.5).numpy())["dice"]
+    assert scores["valid_dice_per_volume"]["mr"] == pytest.approx(expected, abs=1e-9)
+    card = read_model_card(workdir / "ctx" / "best.pt")
+    assert card.context_slices == 1 and card.training["settings"]["context_slices"] == 1
+    result = segment_image(sitk.ReadImage(str(case.image)), weights=workdir / "ctx" / "best.pt", device="cpu")
+    assert result.provenance.context_slices == 1
+    with pytest.raises(ValueError, match="context_slices"):
+        TrainConfig(context_slices=2)
+    with pytest.raises(CheckpointError, match="context_slices"):
+        Trainer(TrainConfig(input_size=size, epochs=2), slices, slices, workdir / "ctx0").resume(workdir / "ctx")

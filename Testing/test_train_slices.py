@@ -92,6 +92,20 @@ def test_slice_set_batches():
     assert int(slice_set.case_index[49]) == 1
 
 
+def test_context_slices_take_the_neighbours_within_each_case():
+    slice_set = build_slice_set(list(CASES.values()), preset=IntensityPreset.mri(), size=(64, 64), label=5)
+    indices = [0, 5, 29, 30, 49]  # first and last slices of both cases, and one inside
+    images, targets = slice_set.batch(indices, context_slices=1)
+    single, same_targets = slice_set.batch(indices)
+    assert images.shape == (5, 3, 64, 64) and torch.equal(targets, same_targets)
+    assert torch.equal(images[:, 1], single[:, 1])
+    stored = slice_set.images.float()
+    previous = [0, 4, 28, 30, 48]  # a case's first slice stands in for its missing previous one
+    following = [1, 6, 29, 31, 49]  # and its last for the missing next one (29 ends "ct", 49 ends "mr")
+    assert torch.equal(images[:, 0], stored[previous]) and torch.equal(images[:, 2], stored[following])
+    assert not torch.equal(images[1, 0], images[1, 2])
+
+
 def _pattern(batch: int = 4, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
     square = ((yy > 8) & (yy < 30) & (xx > 12) & (xx < 44)).float()

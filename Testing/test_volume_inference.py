@@ -30,9 +30,9 @@ from RMAMambaSegmentationLib.network.rma_mamba import build_model
 from RMAMambaSegmentationLib.volume.devices import auto_batch_size, resolve_device
 from RMAMambaSegmentationLib.volume.inference import geometry_from_ijk_to_ras, segment_array
 from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
-from RMAMambaSegmentationLib.volume.model_card import ModelCard, write_model_card
+from RMAMambaSegmentationLib.volume.model_card import ModelCard, read_model_card, write_model_card
 from RMAMambaSegmentationLib.volume.model_loading import PreparedModel
-from RMAMambaSegmentationLib.volume.orientation import LPS_TO_RAS
+from RMAMambaSegmentationLib.volume.orientation import LPS_TO_RAS, AxialReorientation
 
 CASES = {"CT": ("example_ct_sm.nii.gz", "example_seg.nii.gz"), "MR": ("example_mr_sm.nii.gz", "example_seg_mr.nii.gz")}
 LIVER = 5
@@ -346,3 +346,38 @@ def test_a_loaded_model_brings_its_weights_provenance(tmp_path):
     assert result.weights_sha256 == file_sha256(weights)
     assert result.provenance.weights_path == str(weights)
     assert result.provenance.intensity.name == "CT" and result.provenance.variant == "T"
+
+
+class NextSliceLogits(torch.nn.Module):
+    """Stand-in 2.5D network: the third channel (the next slice) as logits, centred on the threshold."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 2:3] - 0.5
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_context_card_feeds_each_slice_with_its_neighbours(tmp_path, batch_size):
+    """With ``context_slices`` 1 in the card, channel 2 holds the next axial slice (the last slice stands in
+    beyond the volume), whatever the batch boundaries."""
+    _, image, reference = _volume("MR")
+    weights = tmp_path / "context.pt"
+    weights.write_bytes(b"stand-in")
+    write_model_card(weights, ModelCard(context_slices=1))
+    result = segment_image(image, model=NextSliceLogits(), weights=weights, device="cpu", batch_size=batch_size,
+                           postprocess=False)
+    orientation = AxialReorientation.from_image(image)
+    axial = orientation.to_axial(reference)
+    shifted = axial[np.minimum(np.arange(1, axial.shape[0] + 1), axial.shape[0] - 1)]
+    expected = orientation.from_axial(shifted)
+    assert result.provenance.context_slices == 1
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(result.mask), expected)
+    assert not np.array_equal(expected, reference)
+
+
+def test_model_card_context_slices_round_trip_and_validation(tmp_path):
+    weights = tmp_path / "w.pt"
+    write_model_card(weights, ModelCard(context_slices=1))
+    assert read_model_card(weights).context_slices == 1
+    assert ModelCard.from_dict({}).context_slices == 0  # cards written before the field existed
+    with pytest.raises(ValueError, match="context_slices"):
+        ModelCard.from_dict({"context_slices": 2})

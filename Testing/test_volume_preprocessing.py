@@ -16,7 +16,11 @@ from RMAMambaSegmentationLib.volume.inference import resolve_intensity
 from RMAMambaSegmentationLib.volume.intensity import IntensityPreset, apply_bounds, normalize_intensities
 from RMAMambaSegmentationLib.volume.model_card import ModelCard, model_card_path, read_model_card, write_model_card
 from RMAMambaSegmentationLib.volume.postprocessing import fill_holes_slicewise, largest_component, postprocess_mask
-from RMAMambaSegmentationLib.volume.preprocessing import resize_logits_back, slices_to_network_input
+from RMAMambaSegmentationLib.volume.preprocessing import (
+    context_network_input,
+    resize_logits_back,
+    slices_to_network_input,
+)
 
 # --- intensities ---------------------------------------------------------------------------------------------------
 
@@ -189,3 +193,15 @@ def test_postprocess_on_the_reference_liver_changes_little():
     assert cleaned.dtype == np.uint8 and set(np.unique(cleaned)) <= {0, 1}
     dice = 2 * np.count_nonzero(cleaned & liver) / (np.count_nonzero(cleaned) + np.count_nonzero(liver))
     assert dice > 0.99
+
+
+def test_context_input_stacks_each_slice_between_its_neighbours():
+    rng = np.random.default_rng(3)
+    slices = rng.random((6, 40, 30), dtype=np.float32)
+    tensor = context_network_input(slices, (64, 48))
+    single = slices_to_network_input(slices, (64, 48))[:, 0]
+    assert tensor.shape == (4, 3, 64, 48)
+    for channel in range(3):
+        assert torch.equal(tensor[:, channel], single[channel:channel + 4])
+    with pytest.raises(ValueError, match="N \\+ 2"):
+        context_network_input(slices[:2])

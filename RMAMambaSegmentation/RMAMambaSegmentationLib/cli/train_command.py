@@ -58,6 +58,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     model = parser.add_argument_group("model")
     model.add_argument("--variant", default="T", choices=("T", "S"))
+    model.add_argument("--context-slices", type=int, choices=(0, 1), default=0,
+                       help="1: feed the previous and next slice in the outer input channels (2.5D, not in the "
+                            "paper); 0: the slice in all three channels (default)")
     model.add_argument("--input-size", type=_size, default=(256, 256), metavar="N|HxW", help="default 256")
     model.add_argument("--pretrained", metavar="FILE", help="VMamba ImageNet checkpoint for the encoder")
     model.add_argument("--init-weights", metavar="FILE", help="RMA-Mamba checkpoint to fine-tune")
@@ -145,7 +148,8 @@ def config_from_args(args: argparse.Namespace):
     )
     return TrainConfig(
         variant=args.variant, input_size=args.input_size, intensity=IntensityPreset.from_name(args.intensity),
-        label=args.label, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, lr_patience=args.lr_patience,
+        context_slices=args.context_slices, label=args.label, batch_size=args.batch_size, lr=args.lr,
+        epochs=args.epochs, lr_patience=args.lr_patience,
         lr_factor=args.lr_factor, early_stop=args.early_stop, select_by=args.select_by,
         slices_per_epoch=args.slices_per_epoch, max_steps=args.max_steps, valid_max_slices=args.valid_max_slices,
         augmentation=augmentation,

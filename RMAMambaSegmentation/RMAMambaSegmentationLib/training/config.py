@@ -7,6 +7,7 @@ from typing import Any
 
 from RMAMambaSegmentationLib.training.augmentation import AugmentationConfig
 from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
+from RMAMambaSegmentationLib.volume.model_card import CONTEXT_SLICES
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 #: What picks ``best.pt`` and drives early stopping: the paper's mean per-slice Dice, or the mean per-volume Dice.
@@ -20,6 +21,7 @@ class TrainConfig:
     variant: str = "T"
     input_size: tuple[int, int] = (256, 256)
     intensity: IntensityPreset = field(default_factory=IntensityPreset.mri)
+    context_slices: int = 0  # 1: the neighbouring slices in the outer input channels (2.5D); 0: the paper
     label: int | None = None
     batch_size: int = 16  # per process under torchrun
     lr: float = 1e-4
@@ -48,6 +50,8 @@ class TrainConfig:
         self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
         if min(self.input_size) < 32:
             raise ValueError(f"input size {self.input_size} is too small: at least 32x32")
+        if self.context_slices not in CONTEXT_SLICES:
+            raise ValueError(f"context_slices must be 0 or 1, got {self.context_slices!r}")
         if self.select_by not in SELECTION_METRICS:
             raise ValueError(f"select_by must be one of {', '.join(SELECTION_METRICS)}, got {self.select_by!r}")
         if self.amp not in AMP_MODES:

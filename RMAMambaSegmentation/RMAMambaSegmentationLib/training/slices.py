@@ -164,11 +164,24 @@ class SliceSet:
     def n_liver_slices(self) -> int:
         return int((self.masks.flatten(1).amax(1) > 127).sum())
 
-    def batch(self, indices: torch.Tensor | Sequence[int], device: torch.device | str = "cpu"):
-        """``(x (B, 3, H, W) float32, y (B, 1, H, W) float32 soft target)`` for the slices at ``indices``."""
+    def neighbour(self, index: torch.Tensor, step: int) -> torch.Tensor:
+        """The index of the slice ``step`` (-1 or +1) away in the same case; the slice itself at a case's end."""
+        other = (index + step).clamp(0, len(self) - 1)
+        return torch.where(self.case_index[other] == self.case_index[index], other, index)
+
+    def batch(self, indices: torch.Tensor | Sequence[int], device: torch.device | str = "cpu", *,
+              context_slices: int = 0):
+        """``(x (B, 3, H, W) float32, y (B, 1, H, W) float32 soft target)`` for the slices at ``indices``.
+
+        ``context_slices`` 0: the slice in all three channels (the paper); 1: channels (previous, slice, next).
+        """
         index = torch.as_tensor(indices, dtype=torch.long)
-        images = self.images[index].to(device=device, dtype=torch.float32)
         masks = self.masks[index].to(device=device, dtype=torch.float32) / 255.0
+        if context_slices:
+            stacked = torch.stack([self.images[self.neighbour(index, -1)], self.images[index],
+                                   self.images[self.neighbour(index, +1)]], dim=1)
+            return stacked.to(device=device, dtype=torch.float32), masks[:, None]
+        images = self.images[index].to(device=device, dtype=torch.float32)
         return images[:, None].expand(-1, 3, -1, -1).contiguous(), masks[:, None]
 
 

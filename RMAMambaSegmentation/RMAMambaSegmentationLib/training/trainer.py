@@ -216,7 +216,7 @@ class Trainer:
         state = load_training_state(path)
         saved = state.get("config", {})
         checked = (("variant", self.config.variant, None), ("input_size", list(self.config.input_size), None),
-                   ("select_by", self.config.select_by, "slice"))
+                   ("select_by", self.config.select_by, "slice"), ("context_slices", self.config.context_slices, 0))
         for key, current, default in checked:
             if saved.get(key, default) != current:
                 raise CheckpointError(f"cannot resume {path}: it was trained with {key} {saved.get(key, default)!r}, "
@@ -255,7 +255,7 @@ class Trainer:
         self.network.train()
         total, steps = 0.0, 0
         for step, batch in enumerate(batches, start=1):
-            images, targets = self.train_set.batch(batch, self.device)
+            images, targets = self.train_set.batch(batch, self.device, context_slices=config.context_slices)
             images, targets = augment_batch(images, targets, config.augmentation, augment_rng)
             with self._autocast():
                 outputs = self.network(images)
@@ -291,7 +291,7 @@ class Trainer:
         case_total = torch.zeros(n_cases, dtype=torch.float64, device=self.device)
         batches = 0
         for batch in torch.split(indices, self.config.batch_size):
-            images, targets = self.valid_set.batch(batch, self.device)
+            images, targets = self.valid_set.batch(batch, self.device, context_slices=self.config.context_slices)
             with self._autocast():
                 outputs = self.model.forward_all(images)
             prediction = (torch.sigmoid(outputs[0].float()) > 0.5).flatten(1)
@@ -336,6 +336,7 @@ class Trainer:
             variant=config.variant,
             intensity=config.intensity,
             input_size=config.input_size,
+            context_slices=config.context_slices,
             threshold=0.5,
             training={
                 "epoch": epoch,

@@ -7,7 +7,8 @@ Two entry points:
   SimpleITK image and no MRML: what the Slicer logic calls from a worker thread.
 
 Steps: validate -> pick axial axis and radiological in-plane orientation -> intensity bounds for the volume ->
-batches of slices (normalise, resize to the network size, 3 channels) -> logits resized back bilinearly to the
+batches of slices (normalise, resize to the network size, 3 channels: the slice repeated, or the previous,
+the slice and the next one when the model card says ``context_slices`` 1) -> logits resized back bilinearly to the
 slice size -> sigmoid -> threshold 0.5 -> optional post-processing -> back to the input's array order.
 """
 
@@ -34,6 +35,7 @@ from RMAMambaSegmentationLib.volume.orientation import LPS_TO_RAS, AxialReorient
 from RMAMambaSegmentationLib.volume.postprocessing import postprocess_mask
 from RMAMambaSegmentationLib.volume.preprocessing import (
     NETWORK_INPUT_SIZE,
+    context_network_input,
     resize_logits_back,
     slices_to_network_input,
 )
@@ -57,6 +59,7 @@ class Provenance:
     intensity_bounds: tuple[float, float]
     postprocessed: bool
     threshold: float = 0.5
+    context_slices: int = 0
     weights_path: str | None = None
     weights_sha256: str | None = None
     variant: str | None = None
@@ -184,14 +187,28 @@ def _autocast(device: torch.device):
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
+def _batch_slices(stack: np.ndarray, start: int, stop: int, context_slices: int) -> np.ndarray:
+    """Slices ``start:stop`` of the axial stack, with ``context_slices`` neighbours on each side (the end slices
+    repeated beyond the volume, as in training)."""
+    if not context_slices:
+        return stack[start:stop]
+    index = np.clip(np.arange(start - context_slices, stop + context_slices), 0, stack.shape[0] - 1)
+    return stack[index]
+
+
 def _predict_batch(
     prepared: PreparedModel,
     slices01: np.ndarray,
     input_size: tuple[int, int],
+    context_slices: int = 0,
 ) -> np.ndarray:
-    """Probabilities ``(b, rows, cols)`` for a batch of normalised slices."""
+    """Probabilities ``(b, rows, cols)`` for a batch of normalised slices (with neighbours when
+    ``context_slices`` is 1: ``b + 2`` slices in, ``b`` out)."""
     rows, cols = slices01.shape[1:]
-    inputs = slices_to_network_input(slices01, input_size, device=prepared.device)
+    if context_slices:
+        inputs = context_network_input(slices01, input_size, device=prepared.device)
+    else:
+        inputs = slices_to_network_input(slices01, input_size, device=prepared.device)
     with _autocast(prepared.device):
         logits = _as_logits(prepared.module(inputs), inputs.shape[0])
     probability = torch.sigmoid(resize_logits_back(logits, (rows, cols)))
@@ -233,6 +250,7 @@ def segment_array(
     preset = resolve_intensity(intensity, card)
     input_size = card.input_size if card is not None else NETWORK_INPUT_SIZE
     threshold = card.threshold if card is not None else 0.5
+    context_slices = card.context_slices if card is not None else 0
     lo, hi = preset.bounds(array)
     logger.debug("intensity preset %s: [%g, %g] -> [0, 1]", preset.name, lo, hi)
 
@@ -254,7 +272,8 @@ def segment_array(
             stop = min(start + batch, n_slices)
             try:
                 probability_stack[start:stop] = _predict_batch(
-                    prepared, apply_bounds(stack[start:stop], lo, hi), input_size
+                    prepared, apply_bounds(_batch_slices(stack, start, stop, context_slices), lo, hi), input_size,
+                    context_slices,
                 )
             except (RuntimeError, MemoryError) as error:
                 if prepared.device.type != "cuda" or not is_out_of_memory(error):
@@ -280,6 +299,7 @@ def segment_array(
         intensity_bounds=(lo, hi),
         postprocessed=bool(postprocess),
         threshold=threshold,
+        context_slices=context_slices,
         weights_path=str(prepared.weights_path) if prepared.weights_path is not None else None,
         weights_sha256=prepared.weights_sha256,
         variant=prepared.variant,

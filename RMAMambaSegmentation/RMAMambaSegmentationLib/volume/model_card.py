@@ -20,6 +20,9 @@ from RMAMambaSegmentationLib.volume.preprocessing import NETWORK_INPUT_SIZE
 logger = logging.getLogger(__name__)
 
 CARD_FORMAT = "rmamamba-model-card/1"
+#: Allowed ``context_slices``: 0, the slice repeated in the three input channels (the paper); 1, channels
+#: (previous slice, slice, next slice) in the axial stack (2.5D; the volume's end slices stand in for missing ones).
+CONTEXT_SLICES = (0, 1)
 
 
 @dataclass
@@ -29,6 +32,7 @@ class ModelCard:
     variant: str = "T"
     intensity: IntensityPreset = field(default_factory=IntensityPreset.mri)
     input_size: tuple[int, int] = NETWORK_INPUT_SIZE
+    context_slices: int = 0
     orientation: str = ORIENTATION_CONVENTION
     threshold: float = 0.5
     training: dict[str, Any] = field(default_factory=dict)
@@ -42,6 +46,7 @@ class ModelCard:
             "variant": self.variant,
             "intensity": self.intensity.to_dict(),
             "input_size": list(self.input_size),
+            "context_slices": self.context_slices,
             "orientation": self.orientation,
             "threshold": self.threshold,
             "training": self.training,
@@ -58,10 +63,14 @@ class ModelCard:
         if len(size) != 2 or any(int(s) < 1 for s in size):
             raise ValueError(f"invalid input_size {size!r}")
         intensity = data.get("intensity")
+        context = data.get("context_slices", 0)
+        if context not in CONTEXT_SLICES or isinstance(context, bool):
+            raise ValueError(f"invalid context_slices {context!r} (0 or 1)")
         return cls(
             variant=str(data.get("variant", "T")),
             intensity=IntensityPreset.from_dict(intensity) if intensity is not None else IntensityPreset.mri(),
             input_size=(int(size[0]), int(size[1])),
+            context_slices=int(context),
             orientation=str(data.get("orientation", ORIENTATION_CONVENTION)),
             threshold=float(data.get("threshold", 0.5)),
             training=dict(data.get("training") or {}),

@@ -36,6 +36,20 @@ def slices_to_network_input(
     return tensor.expand(-1, 3, -1, -1).contiguous()
 
 
+def context_network_input(
+    stack01: np.ndarray | torch.Tensor,
+    size: Sequence[int] = NETWORK_INPUT_SIZE,
+    *,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """``(N + 2, rows, cols)`` consecutive slices in [0, 1] -> ``(N, 3, H, W)``: for each of the N inner slices the
+    channels (previous slice, slice, next slice), as a model with ``context_slices`` 1 was trained."""
+    if stack01.ndim != 3 or stack01.shape[0] < 3:
+        raise ValueError(f"context input needs (N + 2, rows, cols) slices with N >= 1, got {tuple(stack01.shape)}")
+    single = slices_to_network_input(stack01, size, device=device)[:, 0]
+    return torch.stack([single[:-2], single[1:-1], single[2:]], dim=1)
+
+
 def resize_logits_back(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Network logits ``(N, 1, h, w)`` -> ``(N, 1, rows, cols)`` bilinearly (before any threshold)."""
     if logits.ndim != 4:

@@ -178,9 +178,8 @@ class SliceSet:
         index = torch.as_tensor(indices, dtype=torch.long)
         masks = self.masks[index].to(device=device, dtype=torch.float32) / 255.0
         if context_slices:
-            stacked = torch.stack([self.images[self.neighbour(index, -1)], self.images[index],
-                                   self.images[self.neighbour(index, +1)]], dim=1)
-            return stacked.to(device=device, dtype=torch.float32), masks[:, None]
+            channels = torch.stack([self.neighbour(index, -1), index, self.neighbour(index, +1)], dim=1)
+            return self.images[channels].to(device=device, dtype=torch.float32), masks[:, None]
         images = self.images[index].to(device=device, dtype=torch.float32)
         return images[:, None].expand(-1, 3, -1, -1).contiguous(), masks[:, None]
 

@@ -23,7 +23,7 @@ from RMAMambaSegmentationLib.errors import InputFileError, InvalidImageError
 from RMAMambaSegmentationLib.training.layouts import CaseSource, png_slice_pairs
 from RMAMambaSegmentationLib.volume.intensity import IntensityPreset, apply_bounds
 from RMAMambaSegmentationLib.volume.orientation import AxialReorientation
-from RMAMambaSegmentationLib.volume.preprocessing import slices_to_network_input
+from RMAMambaSegmentationLib.volume.preprocessing import resize_slices
 from RMAMambaSegmentationLib.volume.validation import validate_array, validate_image
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class PreparedCase:
 
 def _resize(stack: np.ndarray, size: Sequence[int]) -> torch.Tensor:
     """``(n, rows, cols)`` float32 -> ``(n, H, W)`` float32, bilinear as at inference, chunk by chunk."""
-    parts = [slices_to_network_input(stack[start:start + _CHUNK], size)[:, 0] for start in range(0, len(stack), _CHUNK)]
+    parts = [resize_slices(stack[start:start + _CHUNK], size) for start in range(0, len(stack), _CHUNK)]
     return torch.cat(parts) if parts else torch.empty((0, *size), dtype=torch.float32)
 
 

@@ -17,13 +17,13 @@ import torch.nn.functional as F
 NETWORK_INPUT_SIZE = (256, 256)
 
 
-def slices_to_network_input(
+def resize_slices(
     stack01: np.ndarray | torch.Tensor,
     size: Sequence[int] = NETWORK_INPUT_SIZE,
     *,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """``(N, rows, cols)`` slices in [0, 1] -> float32 tensor ``(N, 3, H, W)`` (3 identical channels)."""
+    """``(N, rows, cols)`` (or one ``(rows, cols)``) slices in [0, 1] -> float32 ``(N, H, W)``, bilinear."""
     tensor = torch.as_tensor(np.ascontiguousarray(stack01) if isinstance(stack01, np.ndarray) else stack01)
     if tensor.ndim == 2:
         tensor = tensor[None]
@@ -33,7 +33,17 @@ def slices_to_network_input(
     height, width = (int(s) for s in size)
     if tuple(tensor.shape[-2:]) != (height, width):
         tensor = F.interpolate(tensor, size=(height, width), mode="bilinear", align_corners=False)
-    return tensor.expand(-1, 3, -1, -1).contiguous()
+    return tensor[:, 0]
+
+
+def slices_to_network_input(
+    stack01: np.ndarray | torch.Tensor,
+    size: Sequence[int] = NETWORK_INPUT_SIZE,
+    *,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """``(N, rows, cols)`` slices in [0, 1] -> float32 tensor ``(N, 3, H, W)`` (3 identical channels)."""
+    return resize_slices(stack01, size, device=device)[:, None].expand(-1, 3, -1, -1).contiguous()
 
 
 def context_network_input(
@@ -46,7 +56,7 @@ def context_network_input(
     channels (previous slice, slice, next slice), as a model with ``context_slices`` 1 was trained."""
     if stack01.ndim != 3 or stack01.shape[0] < 3:
         raise ValueError(f"context input needs (N + 2, rows, cols) slices with N >= 1, got {tuple(stack01.shape)}")
-    single = slices_to_network_input(stack01, size, device=device)[:, 0]
+    single = resize_slices(stack01, size, device=device)
     return torch.stack([single[:-2], single[1:-1], single[2:]], dim=1)
 
 

@@ -171,6 +171,27 @@ def test_zoom_scales_image_and_target_together():
         AugmentationConfig(max_gamma=0.5)
 
 
+def test_shading_multiplies_each_image_by_one_smooth_bounded_field():
+    size, bound = 64, 1.4
+    images = torch.full((6, 3, size, size), 0.5)  # 0.5 * 1.4 stays below 1: no clipping
+    targets = (torch.rand(6, 1, size, size, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    shading = AugmentationConfig(rotate_p=0, hflip_p=0, vflip_p=0, dropout_p=0, shading_p=1, max_shading=bound)
+    out_images, out_targets = augment_batch(images, targets, shading, torch.Generator().manual_seed(5))
+    assert torch.equal(out_targets, targets)
+    log_gain = torch.log(out_images / images)
+    assert log_gain.abs().max() <= math.log(bound) + 1e-5
+    assert torch.equal(out_images[:, 0], out_images[:, 2])  # one field for all channels of an image
+    spread = log_gain.amax(dim=(1, 2, 3)) - log_gain.amin(dim=(1, 2, 3))
+    assert spread.min() > 0.05  # every image is shaded, and not uniformly
+    assert not torch.allclose(log_gain[0], log_gain[1])  # each image draws its own field
+    # Smooth: a 4x4 grid of control points over 64 pixels moves the log gain by at most 2 log(S) per 21 pixels.
+    step = max((log_gain[..., 1:, :] - log_gain[..., :-1, :]).abs().max(),
+               (log_gain[..., 1:] - log_gain[..., :-1]).abs().max())
+    assert step < 2 * 2 * math.log(bound) / ((size - 1) / 3)
+    with pytest.raises(ValueError, match="max_shading"):
+        AugmentationConfig(max_shading=0.9)
+
+
 def test_disabled_augmentation_is_identity():
     images, targets = _pattern()
     out = augment_batch(images, targets, AugmentationConfig(enabled=False), torch.Generator())

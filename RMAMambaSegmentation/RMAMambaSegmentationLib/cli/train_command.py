@@ -104,6 +104,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     aug.add_argument("--scale-p", type=float, default=0.0,
                      help="not in the paper: probability of a random zoom about the centre (default 0)")
     aug.add_argument("--max-scale", type=float, default=1.25, help="zoom log-uniform in [1/S, S] (default 1.25)")
+    aug.add_argument("--shading-p", type=float, default=0.0,
+                     help="not in the paper: probability of a smooth gain field (MR bias field) (default 0)")
+    aug.add_argument("--max-shading", type=float, default=1.3,
+                     help="gain field within [1/S, S] (default 1.3)")
     parser.set_defaults(run=run)
     return parser
 
@@ -144,7 +148,8 @@ def config_from_args(args: argparse.Namespace):
     augmentation = AugmentationConfig(
         rotate_p=args.rotate_p, max_angle_deg=args.max_angle, hflip_p=args.hflip_p, vflip_p=args.vflip_p,
         dropout_p=args.dropout_p, holes=args.holes, hole_fraction=args.hole_fraction, gamma_p=args.gamma_p,
-        max_gamma=args.max_gamma, scale_p=args.scale_p, max_scale=args.max_scale, enabled=args.augment,
+        max_gamma=args.max_gamma, scale_p=args.scale_p, max_scale=args.max_scale,
+        shading_p=args.shading_p, max_shading=args.max_shading, enabled=args.augment,
     )
     return TrainConfig(
         variant=args.variant, input_size=args.input_size, intensity=IntensityPreset.from_name(args.intensity),

@@ -12,6 +12,10 @@ Two optional transforms that are not in the paper are off by default: a random g
 normalisation alone leaves some livers much darker than others) and a random zoom about the centre
 (``scale_p``; body size and field of view vary), drawn only when enabled so that the paper's defaults keep
 their random stream.
+A third optional transform, also off by default, is a smooth multiplicative shading (``shading_p``): MR receive
+coils leave a slowly varying gain across the field of view (bias field), so the same tissue can be darker on one
+side of the body than on the other. The gain is the exponential of a random 4x4 grid of log-factors, uniform in
+[-log S, log S], upsampled bicubically to the image and kept within those bounds; the target is unchanged.
 All random draws come from the caller's ``torch.Generator`` on the CPU, so a seed fixes them on any device.
 """
 
@@ -22,6 +26,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+
+_SHADING_GRID = 4  # control points per side of the shading field
 
 
 @dataclass(frozen=True)
@@ -39,17 +45,20 @@ class AugmentationConfig:
     max_gamma: float = 1.5
     scale_p: float = 0.0  # not in the paper: zoom log-uniform in [1/max_scale, max_scale] about the centre
     max_scale: float = 1.25
+    shading_p: float = 0.0  # not in the paper: smooth gain field with factors in [1/max_shading, max_shading]
+    max_shading: float = 1.3
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("rotate_p", "hflip_p", "vflip_p", "dropout_p", "hole_fraction", "gamma_p", "scale_p"):
+        for name in ("rotate_p", "hflip_p", "vflip_p", "dropout_p", "hole_fraction", "gamma_p", "scale_p",
+                     "shading_p"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"augmentation {name} must lie in [0, 1], got {value}")
         if self.holes < 0 or self.max_angle_deg < 0:
             raise ValueError("augmentation holes and max_angle_deg must not be negative")
-        if self.max_gamma < 1 or self.max_scale < 1:
-            raise ValueError("augmentation max_gamma and max_scale must be at least 1")
+        if self.max_gamma < 1 or self.max_scale < 1 or self.max_shading < 1:
+            raise ValueError("augmentation max_gamma, max_scale and max_shading must be at least 1")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -58,6 +67,14 @@ class AugmentationConfig:
 def _log_uniform(batch: int, bound: float, generator: torch.Generator) -> torch.Tensor:
     """Factors log-uniform in [1/bound, bound]."""
     return torch.exp((torch.rand(batch, generator=generator) * 2 - 1) * math.log(bound))
+
+
+def _shading_fields(count: int, height: int, width: int, bound: float, generator: torch.Generator) -> torch.Tensor:
+    """``count`` smooth gain fields (count, 1, H, W) with values in [1/bound, bound]."""
+    log_bound = math.log(bound)
+    coarse = (torch.rand(count, 1, _SHADING_GRID, _SHADING_GRID, generator=generator) * 2 - 1) * log_bound
+    fine = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True)
+    return fine.clamp(-log_bound, log_bound).exp()
 
 
 def _affine_grid(
@@ -106,6 +123,12 @@ def augment_batch(
             index = regamma.nonzero().flatten().to(device)
             exponent = gammas[regamma].to(device=device, dtype=images.dtype).view(-1, 1, 1, 1)
             images[index] = images[index].clamp(0.0, 1.0) ** exponent
+    if config.shading_p > 0:
+        shade = draw(config.shading_p)
+        if shade.any():
+            index = shade.nonzero().flatten().to(device)
+            fields = _shading_fields(int(shade.sum()), height, width, config.max_shading, generator)
+            images[index] = (images[index] * fields.to(device=device, dtype=images.dtype)).clamp(0.0, 1.0)
 
     moved = rotate | zoom
     if moved.any():

@@ -64,17 +64,23 @@ class AugmentationConfig:
         return asdict(self)
 
 
+def _log_factors(shape: tuple[int, ...], bound: float, generator: torch.Generator) -> torch.Tensor:
+    """Logarithms of factors log-uniform in [1/bound, bound], drawn on the CPU."""
+    return (torch.rand(shape, generator=generator) * 2 - 1) * math.log(bound)
+
+
 def _log_uniform(batch: int, bound: float, generator: torch.Generator) -> torch.Tensor:
     """Factors log-uniform in [1/bound, bound]."""
-    return torch.exp((torch.rand(batch, generator=generator) * 2 - 1) * math.log(bound))
+    return _log_factors((batch,), bound, generator).exp()
 
 
-def _shading_fields(count: int, height: int, width: int, bound: float, generator: torch.Generator) -> torch.Tensor:
-    """``count`` smooth gain fields (count, 1, H, W) with values in [1/bound, bound]."""
-    log_bound = math.log(bound)
-    coarse = (torch.rand(count, 1, _SHADING_GRID, _SHADING_GRID, generator=generator) * 2 - 1) * log_bound
+def _shading_fields(
+    count: int, height: int, width: int, bound: float, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """``count`` smooth gain fields (count, 1, H, W) on ``device`` with values in [1/bound, bound]."""
+    coarse = _log_factors((count, 1, _SHADING_GRID, _SHADING_GRID), bound, generator).to(device)
     fine = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True)
-    return fine.clamp(-log_bound, log_bound).exp()
+    return fine.clamp(-math.log(bound), math.log(bound)).exp()
 
 
 def _affine_grid(
@@ -127,8 +133,8 @@ def augment_batch(
         shade = draw(config.shading_p)
         if shade.any():
             index = shade.nonzero().flatten().to(device)
-            fields = _shading_fields(int(shade.sum()), height, width, config.max_shading, generator)
-            images[index] = (images[index] * fields.to(device=device, dtype=images.dtype)).clamp(0.0, 1.0)
+            fields = _shading_fields(int(shade.sum()), height, width, config.max_shading, generator, device)
+            images[index] = (images[index] * fields.to(images.dtype)).clamp(0.0, 1.0)
 
     moved = rotate | zoom
     if moved.any():

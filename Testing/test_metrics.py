@@ -14,14 +14,15 @@ from RMAMambaSegmentationLib.training import metrics
 
 def _box(shape, lo, hi):
     mask = np.zeros(shape, dtype=bool)
-    mask[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] = True
+    assert len(lo) == len(hi) == len(shape)
+    mask[tuple(slice(a, b) for a, b in zip(lo, hi))] = True
     return mask
 
 
 def _surface_by_loops(mask: np.ndarray) -> np.ndarray:
     """Independent surface: a voxel with a face neighbour inside the image that is background."""
     surface = np.zeros_like(mask)
-    for index in zip(*np.nonzero(mask), strict=True):
+    for index in zip(*np.nonzero(mask)):
         for axis, step in itertools.product(range(mask.ndim), (-1, 1)):
             neighbour = list(index)
             neighbour[axis] += step

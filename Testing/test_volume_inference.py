@@ -125,15 +125,13 @@ def _on_grid(image: sitk.Image, reference: sitk.Image) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.Resample(image, reference, sitk.Transform(), sitk.sitkNearestNeighbor))
 
 
+FLIPS = [(False, False, False), (True, False, False), (False, True, True), (True, True, False), (False, False, True),
+         (True, True, True)]
 REORDERINGS = [
     (perm, flips)
-    for perm, flips in zip(
-        itertools.permutations(range(3)),
-        [(False, False, False), (True, False, False), (False, True, True), (True, True, False), (False, False, True),
-         (True, True, True)],
-        strict=True,
-    )
+    for perm, flips in zip(itertools.permutations(range(3)), FLIPS)
 ]
+assert len(REORDERINGS) == len(FLIPS) == 6
 
 
 @pytest.mark.parametrize(("perm", "flips"), REORDERINGS)

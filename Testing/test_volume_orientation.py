@@ -20,7 +20,8 @@ SIGNED_PERMUTATIONS = [
 def _direction(perm, signs) -> np.ndarray:
     """LPS direction whose index axis i/j/k (columns) points along physical axis perm[c] with sign signs[c]."""
     matrix = np.zeros((3, 3))
-    for column, (axis, sign) in enumerate(zip(perm, signs, strict=True)):
+    assert len(perm) == len(signs) == 3
+    for column, (axis, sign) in enumerate(zip(perm, signs)):
         matrix[axis, column] = sign
     return matrix
 

@@ -48,8 +48,10 @@ class VMambaEncoder(nn.Module):
         self.depths, self.widths = tuple(depths), tuple(widths)
         rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         self.patch_embed = patch_embedding(3, widths[0])
+        if len(self.depths) != len(self.widths):
+            raise ValueError(f"{len(self.depths)} stage depths but {len(self.widths)} stage widths")
         stages = []
-        for index, (depth, width) in enumerate(zip(depths, widths, strict=True)):
+        for index, (depth, width) in enumerate(zip(depths, widths)):
             first = sum(depths[:index])
             blocks = nn.Sequential(*(VSSBlock(width, drop_path=rates[first + j]) for j in range(depth)))
             down = downsampling(width) if index < len(depths) - 1 else nn.Identity()

@@ -224,13 +224,13 @@ def selective_scan_chunked(
     out = None if keep_graph else u3.new_empty(blocks, per_group, length)
     # split() rather than slicing: its backward is one concatenation, not one full-size zero tensor per tile
     block_tiles = []
-    block_parts = zip(u3.split(tile_blocks), d3.split(tile_blocks), B3.split(tile_blocks), C3.split(tile_blocks),
-                      strict=True)
+    # every split below cuts tensors of the same leading size into the same pieces, so the zips pair them exactly
+    block_parts = zip(u3.split(tile_blocks), d3.split(tile_blocks), B3.split(tile_blocks), C3.split(tile_blocks))
     for index, (u_b, d_b, B_b, C_b) in enumerate(block_parts):
         b0 = index * tile_blocks
         group_index = torch.arange(b0, b0 + u_b.shape[0], device=u.device) % groups
         row_parts = zip(u_b.split(tile_rows, 1), d_b.split(tile_rows, 1), A3[group_index].split(tile_rows, 1),
-                        D3[group_index].split(tile_rows, 1), bias3[group_index].split(tile_rows, 1), strict=True)
+                        D3[group_index].split(tile_rows, 1), bias3[group_index].split(tile_rows, 1))
         row_tiles = []
         for row_index, (u_t, d_t, A_t, D_t, bias_t) in enumerate(row_parts):
             if keep_graph:

@@ -152,7 +152,7 @@ def augment_batch(
     if dropout.any() and config.holes > 0:
         keep = torch.ones((batch, 1, height, width), dtype=images.dtype)
         for sample in dropout.nonzero().flatten().tolist():
-            for top, left in zip(tops[sample].tolist(), lefts[sample].tolist(), strict=True):
+            for top, left in zip(tops[sample].tolist(), lefts[sample].tolist()):
                 keep[sample, :, top:top + hole_h, left:left + hole_w] = 0
         images = images * keep.to(device)
     return images, targets

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import torch
 
@@ -67,7 +67,7 @@ ProgressCallback = Callable[[StepProgress], None]
 
 
 #: What :meth:`Trainer.validate` returns: scores by name; ``valid_dice_per_volume`` maps case keys to Dice.
-ValidationScores = dict[str, float | dict[str, float]]
+ValidationScores = dict[str, Union[float, dict[str, float]]]  # runtime alias: Union, not |, for Python 3.9
 
 
 @dataclass
@@ -313,7 +313,7 @@ class Trainer:
         reduced = all_reduce_sum([*sums, *case_tp2.tolist(), *case_total.tolist()], self.context)
         loss, batches, dice, iou, slices = reduced[:5]
         tp2, total = reduced[5 : 5 + n_cases], reduced[5 + n_cases :]
-        per_volume = {key: (a / b if b else 1.0) for key, a, b in zip(self.valid_set.keys, tp2, total, strict=True)}
+        per_volume = {key: (a / b if b else 1.0) for key, a, b in zip(self.valid_set.keys, tp2, total)}
         pooled_tp2, pooled_total = sum(tp2), sum(total)
         return {
             "valid_loss": loss / batches if batches else float("nan"),

@@ -17,7 +17,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-LIVER_RGB = (221, 130, 101)
 BACKGROUND_RGB = (31, 45, 61)
 SNAKE_RGB = (111, 211, 199)
 
@@ -40,6 +39,8 @@ def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: 
 
 def icon(size: int = 128, oversample: int = 4) -> np.ndarray:
     """RGBA icon: a liver silhouette on a rounded dark tile, crossed by a snake-like scan line (Mamba)."""
+    from RMAMambaSegmentationLib.liver_segment import LIVER_COLOR_RGB255  # the segment's colour (main() sets the path)
+
     n = size * oversample
     y, x = (np.mgrid[0:n, 0:n] + 0.5) / n
     corner = 0.16
@@ -53,7 +54,7 @@ def icon(size: int = 128, oversample: int = 4) -> np.ndarray:
     snake = (np.abs(y - wave) <= 0.028) & (x >= 0.14) & (x <= 0.86)
     rgba = np.zeros((n, n, 4), dtype=float)
     rgba[tile] = (*BACKGROUND_RGB, 255)
-    rgba[tile & liver] = (*LIVER_RGB, 255)
+    rgba[tile & liver] = (*LIVER_COLOR_RGB255, 255)
     rgba[tile & snake] = (*SNAKE_RGB, 255)
     small = rgba.reshape(size, oversample, size, oversample, 4).mean(axis=(1, 3))
     alpha = small[..., 3:4]

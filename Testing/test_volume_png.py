@@ -11,9 +11,9 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import TOTALSEG
+from RMAMambaSegmentationLib.liver_segment import LIVER_COLOR_RGB255
 from RMAMambaSegmentationLib.volume.orientation import AxialReorientation
 from RMAMambaSegmentationLib.volume.overlay import (
-    LIVER_RGB,
     OUTLINE_RGB,
     mid_liver_slice,
     overlay_rgb,
@@ -76,7 +76,7 @@ def test_overlay_tints_and_outlines_the_mask_with_square_pixels():
     scale = rgb.shape[1] // 20
     np.testing.assert_array_equal(rgb[0, 0], [128, 128, 128])
     centre = rgb[10 * scale, 10 * scale]
-    expected = np.round(0.65 * 127.5 + 0.35 * np.array(LIVER_RGB))
+    expected = np.round(0.65 * 127.5 + 0.35 * np.array(LIVER_COLOR_RGB255))
     np.testing.assert_array_equal(centre, expected)
     np.testing.assert_array_equal(rgb[6 * scale, 10 * scale], OUTLINE_RGB)
 

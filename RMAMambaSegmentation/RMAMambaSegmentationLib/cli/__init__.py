@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from RMAMambaSegmentationLib import __version__
+from RMAMambaSegmentationLib.volume.devices import enable_mps_fallback
 
 COMMANDS = ("segment", "train", "evaluate", "benchmark")
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rmamamba`` console script."""
+    enable_mps_fallback()  # before any torch import: operators without an Apple-GPU kernel then run on the CPU
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -1,24 +1,11 @@
-"""The "Liver" segment this module owns: name, standard terminology, colour, and how to find it again.
+"""The "Liver" segment this module owns on MRML nodes: styling a segment and finding it again.
 
-The terminology tag is the serialised entry Slicer's Terminologies module writes for SNOMED CT 10200004 "Liver"
-(category 123037004 "Anatomical Structure") in the default context "3D Slicer General Anatomy list", so Segment
-Editor, DICOM SEG export and other modules recognise the segment without any terminology file being loaded.
+Its name, terminology entry and colour are defined once, in :mod:`RMAMambaSegmentationLib.liver_segment`.
 """
 
 from __future__ import annotations
 
-LIVER_SEGMENT_NAME = "Liver"
-#: SNOMED CT code of the liver (segmented property type).
-LIVER_SNOMED_CODE = "10200004"
-#: What ``vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry`` produces for the liver.
-LIVER_TERMINOLOGY = (
-    "Segmentation category and type - 3D Slicer General Anatomy list"
-    "~SCT^123037004^Anatomical Structure~SCT^10200004^Liver~^^"
-    "~Anatomic codes - DICOM master list~^^~^^"
-)
-#: Conventional liver colour of the General Anatomy list, RGB 0-255 and 0-1.
-LIVER_COLOR_RGB255 = (221, 130, 101)
-LIVER_COLOR = tuple(c / 255.0 for c in LIVER_COLOR_RGB255)
+from ..liver_segment import LIVER_COLOR, LIVER_SEGMENT_NAME, LIVER_SNOMED_CODE, LIVER_TERMINOLOGY
 
 
 def terminology_tag_name() -> str:

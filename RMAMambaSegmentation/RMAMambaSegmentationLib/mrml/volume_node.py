@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InvalidImageError
+from ..volume.orientation import LPS_TO_RAS
 
-LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
 #: Smallest size accepted along each axis: a single slice (or line) is a 2D image, not a volume.
 MIN_VOXELS_PER_AXIS = 2
 
@@ -92,8 +92,8 @@ def lps_geometry(matrix_ijk_to_ras: np.ndarray) -> tuple[tuple[float, ...], tupl
     """``(spacing, origin, direction)`` in SimpleITK's LPS conventions for an IJK-to-RAS matrix."""
     linear = np.asarray(matrix_ijk_to_ras, dtype=float)[:3, :3]
     spacing = np.linalg.norm(linear, axis=0)
-    direction_lps = LPS_FROM_RAS @ (linear / spacing)
-    origin_lps = LPS_FROM_RAS @ np.asarray(matrix_ijk_to_ras, dtype=float)[:3, 3]
+    direction_lps = LPS_TO_RAS @ (linear / spacing)
+    origin_lps = LPS_TO_RAS @ np.asarray(matrix_ijk_to_ras, dtype=float)[:3, 3]
     return tuple(spacing.tolist()), tuple(origin_lps.tolist()), tuple(direction_lps.ravel().tolist())
 
 
@@ -101,8 +101,8 @@ def ijk_to_ras_from_sitk(image) -> np.ndarray:
     """The IJK-to-RAS matrix of a 3D SimpleITK image (inverse of :func:`lps_geometry`)."""
     direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
     matrix = np.eye(4)
-    matrix[:3, :3] = LPS_FROM_RAS @ direction @ np.diag(image.GetSpacing())
-    matrix[:3, 3] = LPS_FROM_RAS @ np.asarray(image.GetOrigin(), dtype=float)
+    matrix[:3, :3] = LPS_TO_RAS @ direction @ np.diag(image.GetSpacing())
+    matrix[:3, 3] = LPS_TO_RAS @ np.asarray(image.GetOrigin(), dtype=float)
     return matrix
 
 

@@ -41,10 +41,10 @@ def setup_distributed(device: str | torch.device | None = "auto") -> Distributed
     """Join the ``torchrun`` process group when there is one; pick this process's device."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        return DistributedContext(device=resolve_device(device))
+        return DistributedContext(device=resolve_device(device, allow_mps=False))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    chosen = resolve_device(device)
+    chosen = resolve_device(device, allow_mps=False)
     if chosen.type == "cuda":
         chosen = torch.device("cuda", local_rank)
         torch.cuda.set_device(chosen)

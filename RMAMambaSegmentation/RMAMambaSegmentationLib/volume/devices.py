@@ -1,38 +1,105 @@
-"""Choosing where inference runs and how many slices go through the network at once."""
+"""Choosing where inference runs and how many slices go through the network at once.
+
+Importing this module does not import torch (the Slicer panel reads :data:`DEVICE_CHOICES` and
+:func:`device_from_choice` on the GUI thread); the functions that need torch import it when called.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
-#: Slices per batch on CPU when the caller does not say.
+#: Slices per batch on CPU (and on Apple GPUs) when the caller does not say.
 DEFAULT_CPU_BATCH = 4
 #: Upper bound of the automatic GPU batch size.
 MAX_AUTO_BATCH = 64
 #: Estimated GPU memory per 256x256 slice under autocast (activations and workspace), with margin.
 BYTES_PER_SLICE_256 = 96 * 2**20
 
+#: The device list as the panel shows it, and the device name each label stands for.
+DEVICE_LABELS = {"auto": "auto", "CPU": "cpu", "CUDA GPU": "cuda", "Apple GPU": "mps"}
+DEVICE_CHOICES = tuple(DEVICE_LABELS)
+#: Labels of earlier versions still found in saved scenes.
+_OLD_LABELS = {"gpu": "cuda"}
 
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without CUDA -> CPU with a warning."""
-    name = "auto" if device is None else str(device)
+#: Lets PyTorch run an operator that has no Apple-GPU (Metal) kernel on the CPU instead of failing. PyTorch reads
+#: it when torch is imported, so it must be set first (:func:`enable_mps_fallback`).
+MPS_FALLBACK_VARIABLE = "PYTORCH_ENABLE_MPS_FALLBACK"
+
+
+def device_from_choice(choice: str | None) -> str:
+    """A panel label ("auto", "CPU", "CUDA GPU", "Apple GPU"; also the old "GPU") or a device name -> device name.
+
+    Device names ("cpu", "cuda", "cuda:1", "mps") pass through in lower case; None -> "auto".
+    """
+    if choice is None:
+        return "auto"
+    text = str(choice).strip()
+    if text in DEVICE_LABELS:
+        return DEVICE_LABELS[text]
+    return _OLD_LABELS.get(text.lower(), text.lower())
+
+
+def enable_mps_fallback() -> bool:
+    """Set ``PYTORCH_ENABLE_MPS_FALLBACK=1`` unless the user set it; call before the first ``import torch``.
+
+    Returns False (and logs why) when torch was already imported, as the setting then has no effect.
+    """
+    os.environ.setdefault(MPS_FALLBACK_VARIABLE, "1")
+    if "torch" in sys.modules:
+        logger.debug("%s set after torch was imported: it has no effect in this process", MPS_FALLBACK_VARIABLE)
+        return False
+    return True
+
+
+def mps_available() -> bool:
+    """True when this torch build can run on an Apple GPU (Metal Performance Shaders)."""
+    import torch
+
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(device: str | torch.device | None = "auto", allow_mps: bool = True) -> torch.device:
+    """``"auto"`` -> CUDA when available, else the Apple GPU (MPS) when available and ``allow_mps``, else CPU.
+
+    Panel labels are accepted too (:func:`device_from_choice`). ``"cuda"`` or ``"mps"`` asked for but not available
+    -> CPU with a warning. ``allow_mps=False`` (training, which accumulates in float64, unsupported on MPS) keeps
+    ``"auto"`` off the Apple GPU.
+    """
+    import torch
+
+    name = device_from_choice(None if device is None else str(device))
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if allow_mps and mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
     try:
         chosen = torch.device(name)
     except RuntimeError as error:
-        raise ValueError(f"unknown device {name!r}: use 'auto', 'cpu' or 'cuda'") from error
+        raise ValueError(f"unknown device {name!r}: use 'auto', 'cpu', 'cuda' or 'mps'") from error
     if chosen.type == "cuda" and not torch.cuda.is_available():
         logger.warning("CUDA was asked for but is not available: running on the CPU (slower)")
+        return torch.device("cpu")
+    if chosen.type == "mps" and not mps_available():
+        logger.warning("The Apple GPU (MPS) was asked for but is not available: running on the CPU (slower)")
         return torch.device("cpu")
     return chosen
 
 
 def auto_batch_size(device: torch.device, input_size: tuple[int, int] = (256, 256)) -> int:
-    """A batch size that fits the device: from free memory on CUDA, a small constant on CPU."""
+    """A batch size that fits the device: from free memory on CUDA, a small constant on CPU and MPS."""
+    import torch
+
     if device.type != "cuda":
         return DEFAULT_CPU_BATCH
     try:
@@ -46,5 +113,7 @@ def auto_batch_size(device: torch.device, input_size: tuple[int, int] = (256, 25
 
 def is_out_of_memory(error: BaseException) -> bool:
     """True for a CUDA out-of-memory error (the class moved between torch versions)."""
+    import torch
+
     oom_types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None), torch.cuda.OutOfMemoryError) if t)
     return isinstance(error, oom_types) or "out of memory" in str(error).lower()

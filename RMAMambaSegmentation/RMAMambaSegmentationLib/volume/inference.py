@@ -162,6 +162,8 @@ def _device_label(device: torch.device) -> str:
     if device.type == "cuda":
         with contextlib.suppress(RuntimeError, AssertionError):
             return f"{torch.cuda.get_device_name(device)} (CUDA)"
+    if device.type == "mps":
+        return "Apple GPU (MPS)"
     return "CPU" if device.type == "cpu" else str(device)
 
 

@@ -34,6 +34,7 @@ OBLIQUE_TOLERANCE_DEG = 0.1
 #: slicing along the closest axes moves a voxel by under 5 % of the in-plane field of view at this angle.
 OBLIQUE_WARNING_DEG = 3.0
 
+#: LPS <-> RAS (its own inverse): the one definition, used wherever SimpleITK/NRRD geometry meets MRML's RAS.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from RMAMambaSegmentationLib.liver_segment import LIVER_COLOR_RGB255
 from RMAMambaSegmentationLib.volume.intensity import apply_bounds
 from RMAMambaSegmentationLib.volume.orientation import AxialReorientation
 from RMAMambaSegmentationLib.volume.png import write_png
 
-LIVER_RGB = (221, 130, 101)
 OUTLINE_RGB = (255, 230, 0)
 FILL_OPACITY = 0.35
 #: Enlarge slices until their shorter side reaches this many pixels (never shrink).
@@ -59,7 +59,7 @@ def overlay_rgb(slice01: np.ndarray, mask: np.ndarray, spacing_rc: Sequence[floa
     grey = np.clip(slice01, 0.0, 1.0)[np.ix_(row_index, col_index)]
     liver = (mask != 0)[np.ix_(row_index, col_index)]
     rgb = np.repeat(grey[:, :, None] * 255.0, 3, axis=2)
-    rgb[liver] = (1.0 - FILL_OPACITY) * rgb[liver] + FILL_OPACITY * np.asarray(LIVER_RGB, dtype=float)
+    rgb[liver] = (1.0 - FILL_OPACITY) * rgb[liver] + FILL_OPACITY * np.asarray(LIVER_COLOR_RGB255, dtype=float)
     rgb[_outline(liver)] = OUTLINE_RGB
     return np.round(rgb).astype(np.uint8)
 

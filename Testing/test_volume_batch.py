@@ -9,8 +9,6 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 import torch
-import vtk
-from vtk.util import numpy_support
 
 from conftest import DATA, TOTALSEG
 from RMAMambaSegmentationLib import segment_image
@@ -113,6 +111,8 @@ def test_seg_nrrd_reads_back_with_slicerio(liver_inputs, batch_run):
 def test_seg_nrrd_opens_in_mrml_as_an_editable_liver_segment(liver_inputs, batch_run, mrml):
     """Slicer's own segmentation reader: one segment "Liver", same voxels on the input volume's grid."""
     import slicer
+    import vtk
+    from vtk.util import numpy_support
 
     out, _, _ = batch_run
     for name, (path, _, _) in liver_inputs.items():

@@ -12,7 +12,9 @@ import ast
 import hashlib
 import inspect
 import re
+import shutil
 import struct
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -176,16 +178,43 @@ def test_module_cmake_lists_every_file():
     assert re.search(r"if\(BUILD_TESTING\)\s+.*slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)", text, re.S)
 
 
-def test_extension_cmake():
+def _extension_values(text: str, folder: Path) -> dict[str, str]:
+    """The ``EXTENSION_*`` variables as CMake itself evaluates the meta-information block (``cmake -P``)."""
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        pytest.skip("cmake is not installed")
+    block = text.split("# Extension meta-information", 1)[1].split("#---", 1)[0]
+    names = sorted(set(re.findall(r"\b(EXTENSION_\w+)", block)))
+    script = block + "".join(f'message("{name}=${{{name}}}")\n' for name in names)
+    path = folder / "meta.cmake"
+    path.write_text(script, encoding="utf-8")
+    done = subprocess.run([cmake, "-P", str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return dict(line.split("=", 1) for line in done.stderr.splitlines() if "=" in line)
+
+
+def test_extension_cmake(tmp_path):
     text = EXTENSION_CMAKE.read_text(encoding="utf-8")
-    values = dict(re.findall(r'set\((EXTENSION_\w+) "([^"]*)"\)', text))
+    values = _extension_values(text, tmp_path)
     assert values["EXTENSION_CATEGORY"] == "Segmentation"
     assert values["EXTENSION_DEPENDS"] == "PyTorch"
-    assert values["EXTENSION_HOMEPAGE"].startswith("https://")
     assert values["EXTENSION_CONTRIBUTORS"] and len(values["EXTENSION_DESCRIPTION"]) > 50
+    # what the default weights cover is said plainly
+    description = values["EXTENSION_DESCRIPTION"]
+    for words in ("T2-weighted MRI", "other MRI sequences and CT need other weights", "rmamamba train"):
+        assert words in description
+    # every address derives from the one repository variable, written once
+    repository = values["EXTENSION_REPOSITORY_URL"]
+    assert repository.startswith("https://github.com/")
+    literal_addresses = [line for line in text.splitlines() if line.startswith("set(") and "https://" in line]
+    assert literal_addresses == [f'set(EXTENSION_REPOSITORY_URL "{repository}")']
+    assert values["EXTENSION_HOMEPAGE"] == f"{repository}#readme"
+    raw = repository.replace("https://github.com/", "https://raw.githubusercontent.com/") + "/main/"
     urls = [values["EXTENSION_ICONURL"], *values["EXTENSION_SCREENSHOTURLS"].split()]
+    assert len(urls) >= 2
     for url in urls:  # raw URLs of files that exist in the repository
-        relative = url.split("/main/", 1)[1]
+        assert url.startswith(raw), url
+        relative = url[len(raw):]
         assert (PROJECT_ROOT / relative).is_file(), relative
     for statement in ("project(RMAMambaSegmentation)", "find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})",
                       "add_subdirectory(RMAMambaSegmentation)", "include(${Slicer_EXTENSION_GENERATE_CONFIG})",

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from RMAMambaSegmentationLib import build_model, load_checkpoint, load_model
+from RMAMambaSegmentationLib import build_model, checkpoints, load_checkpoint, load_model
 from RMAMambaSegmentationLib.checkpoints import (
+    DEFAULT_WEIGHTS_NAME,
+    MODELS_DIR,
     default_weights_path,
     file_sha256,
     load_vmamba_backbone,
@@ -40,12 +42,17 @@ def test_round_trip_gives_the_same_network(t_model, t_file) -> None:
     checkpoint = load_checkpoint(t_file)
     assert checkpoint.variant == "T"
     assert checkpoint.sha256 == file_sha256(t_file)
+    torch.manual_seed(5)  # load_model builds its network with other random weights than t_model's seed 0
     loaded = load_model(t_file)
     assert not loaded.training
     assert loaded.weights_sha256 == checkpoint.sha256
     x = torch.rand(1, 3, 64, 64)
+    torch.manual_seed(5)
+    unloaded = build_model("T").eval()
     with torch.no_grad():
-        assert torch.equal(loaded(x), t_model(x))
+        expected = t_model(x)
+        assert not torch.allclose(unloaded(x), expected), "an unloaded network must differ, or this proves nothing"
+        assert torch.equal(loaded(x), expected)
 
 
 @pytest.mark.parametrize(
@@ -136,13 +143,16 @@ def test_missing_unexpected_and_misshapen_keys_are_named(tmp_path, t_model) -> N
     assert "out_conv1.weight (1, 16, 1, 1) (expected (1, 32, 1, 1))" in message
 
 
-def test_default_weights_are_found_or_reported() -> None:
-    try:
-        path = default_weights_path()
-    except WeightsNotFoundError as error:
-        assert "no default weights are installed" in str(error)
-    else:
-        assert load_checkpoint(path).variant in {"T", "S"}
+def test_the_shipped_default_weights_are_found() -> None:
+    path = default_weights_path()
+    assert path == MODELS_DIR / DEFAULT_WEIGHTS_NAME and path.is_file()
+    assert load_checkpoint(path).variant == "T"
+
+
+def test_missing_default_weights_are_a_clear_error(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(checkpoints, "MODELS_DIR", tmp_path)
+    with pytest.raises(WeightsNotFoundError, match=r"no default weights are installed \(.*\); pass a weights file"):
+        default_weights_path()
 
 
 def vmamba_style_checkpoint(model: torch.nn.Module) -> dict:

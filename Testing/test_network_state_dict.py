@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -34,12 +35,41 @@ def test_keys_shapes_and_order_match_the_spec(variant: str) -> None:
 
 
 @pytest.mark.parametrize("variant", ["T", "S"])
-def test_strict_load_round_trip(variant: str) -> None:
-    source = build_model(variant)
+def test_strict_load_copies_every_saved_value_into_a_differently_initialised_model(variant: str) -> None:
+    torch.manual_seed(1)
+    # noise on every entry: many initial values do not depend on the seed (zero biases, unit norms, A_logs)
+    saved = {key: value + 1 + torch.rand(value.shape).to(value.dtype) if value.is_floating_point() else value + 3
+             for key, value in build_model(variant).state_dict().items()}
+    torch.manual_seed(2)
     target = build_model(variant)
-    target.load_state_dict(source.state_dict(), strict=True)
-    for (name, a), (_, b) in zip(source.state_dict().items(), target.state_dict().items(), strict=True):
-        assert torch.equal(a, b), name
+    before = target.state_dict()
+    same = [key for key, value in saved.items() if torch.equal(before[key], value)]
+    assert same == [], "every saved value must differ from the target's, or loading proves nothing"
+    result = target.load_state_dict(saved, strict=True)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    loaded = target.state_dict()
+    assert list(loaded) == list(saved)
+    for key, value in saved.items():
+        assert torch.equal(loaded[key], value), key
+
+
+def test_strict_load_refuses_missing_unexpected_and_misshapen_entries() -> None:
+    torch.manual_seed(1)
+    good = build_model("T").state_dict()
+    target = build_model("T")
+    removed = "attention1.ra_conv3.weight"
+    missing = {key: value for key, value in good.items() if key != removed}
+    with pytest.raises(RuntimeError, match=rf"Missing key\(s\) in state_dict: \"{re.escape(removed)}\""):
+        target.load_state_dict(missing, strict=True)
+    with pytest.raises(RuntimeError, match=r"Unexpected key\(s\) in state_dict: \"decoder\.extra\.weight\""):
+        target.load_state_dict({**good, "decoder.extra.weight": torch.zeros(1)}, strict=True)
+    misshapen = {**good, "out_conv1.weight": torch.zeros(1, 16, 1, 1)}
+    with pytest.raises(RuntimeError, match=r"size mismatch for out_conv1\.weight"):
+        target.load_state_dict(misshapen, strict=True)
+    with torch.device("meta"):
+        small = build_model("S")
+    with pytest.raises(RuntimeError, match=r"Error\(s\) in loading state_dict"):
+        small.load_state_dict(good, strict=True, assign=True)  # assign: no copy into meta tensors
 
 
 def test_build_model_rejects_unknown_variant() -> None:

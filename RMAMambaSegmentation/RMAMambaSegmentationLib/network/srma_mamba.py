@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .backbone import _init_encoder_module
+from .rma_mamba import Variant
 from .srma_blocks import (
     BasicConv3d,
     GSCBlock,
@@ -37,6 +38,8 @@ DEFAULT_WINDOW = (224, 224, 64)
 #: Forward FLOPs of one 224x224x64 window (multiply-adds counted as 2; see ``count_srma_flops``).
 FLOPS_PER_WINDOW = None
 NAME = "SRMA"
+#: What the rest of the library reads from ``model.variant`` (its ``name`` says which family member it is).
+SRMA_VARIANT = Variant(NAME, (1, 1, 1, 1), ENCODER_DROP_PATH, bridge=False, gflop_per_slice=float("nan"))
 
 
 class SABMambaEncoder(nn.Module):
@@ -73,6 +76,7 @@ class SRMAMamba(nn.Module):
 
     name = NAME
     dimensions = 3
+    variant = SRMA_VARIANT
 
     def __init__(self) -> None:
         super().__init__()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 import torch
+from srma_seeded import seeded_srma
 
 from conftest import OFFICIAL
 from RMAMambaSegmentationLib import build_model
@@ -15,7 +15,6 @@ from RMAMambaSegmentationLib.network.selective_scan import selective_scan
 from RMAMambaSegmentationLib.network.srma_loss import deep_supervision_dice_ce, dice_ce_loss
 
 FIXTURE = OFFICIAL / "srma_mamba_seed0.npz"
-SEEDED_DIGEST = "21fddf70e527cc707f5385e88b62f2e9d8b5fe2dfc5011e5626a7b44a281ceaf"
 
 
 def assert_close(mine, reference: np.ndarray, name: str) -> None:
@@ -27,19 +26,6 @@ def assert_close(mine, reference: np.ndarray, name: str) -> None:
     assert error <= bound, f"{name}: max abs error {error:.3g} > {bound:.3g}"
 
 
-def srma_seeded_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
-    """SRMA-Mamba weights from the fixtures' recipe, made from this project's own key names and shapes."""
-    spec = importlib.util.spec_from_file_location("seeded_weights", OFFICIAL / "seeded_weights.py")
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    with torch.device("meta"):
-        skeleton = build_model("SRMA")
-    state = recipe.seeded_state_dict([(k, tuple(t.shape)) for k, t in skeleton.state_dict().items()], seed=seed)
-    if seed == 0:
-        assert recipe.state_dict_digest(state) == SEEDED_DIGEST
-    return {key: torch.as_tensor(value) for key, value in state.items()}
-
-
 @pytest.fixture(scope="module")
 def reference() -> dict[str, np.ndarray]:
     with np.load(FIXTURE) as arrays:
@@ -48,9 +34,7 @@ def reference() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def seeded_model() -> torch.nn.Module:
-    model = build_model("SRMA", scan_backend="chunked")
-    model.load_state_dict(srma_seeded_state_dict(0), strict=True)
-    return model.eval()
+    return seeded_srma(0)
 
 
 UNITS = {

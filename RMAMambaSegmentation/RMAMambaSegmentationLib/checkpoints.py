@@ -28,11 +28,10 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, VariantMismatchError, WeightsNotFoundError
-from .network.rma_mamba import SRMA_ALIASES, RMAMamba, build_model
+from .network.rma_mamba import RMAMamba, build_model
+from .registry import SRMA, normalise_variant
 
 logger = logging.getLogger(__name__)
-
-SRMA = "SRMA"
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_WEIGHTS_NAME = "rmamamba_t_chaos_t2spir.pt"
@@ -133,15 +132,6 @@ def model_label(variant: str) -> str:
     """The family member's display name: "RMA-Mamba-T", "RMA-Mamba-S" or "SRMA-Mamba (3D)"."""
     variant = normalise_variant(variant)
     return "SRMA-Mamba (3D)" if variant == SRMA else f"RMA-Mamba-{variant}"
-
-
-def normalise_variant(variant: str) -> str:
-    """"T", "S" or "SRMA" from the spellings users type ("t", "RMA-Mamba-S", "srma-mamba", ...)."""
-    key = str(variant).upper().replace("_", "-")
-    for prefix in ("RMAMAMBA-", "RMA-MAMBA-"):
-        if key.startswith(prefix):
-            key = key[len(prefix):]
-    return SRMA if key.replace("-", "") in SRMA_ALIASES else key
 
 
 def is_srma_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:

@@ -24,7 +24,7 @@ class Variant:
     gflop_per_slice: float  # forward FLOPs of one 256x256 slice (multiply-adds counted as 2)
 
 
-#: Names that select SRMA-Mamba (upper case, without "-" and "_").
+#: Names that select SRMA-Mamba (upper case, without "-" and "_"; as ``registry.SRMA_ALIASES``).
 SRMA_ALIASES = ("SRMA", "SRMAMAMBA")
 
 #: Slices per forward pass in CPU inference; larger batches are split (same result, better cache use).

@@ -256,6 +256,9 @@ def segment_array(
     if entry.is_volumetric:
         from RMAMambaSegmentationLib.volume.window_inference import segment_array_windows
 
+        if intensity is not None:
+            logger.warning("%s z-scores the volume itself: intensity %s is not used", entry.label, intensity)
+
         return segment_array_windows(array, spacing=spacing, direction=direction, prepared=prepared, entry=entry,
                                      batch_size=batch_size, postprocess=postprocess, progress=progress,
                                      cancel=cancel, started=started)

@@ -2,7 +2,7 @@
 
 Public names (imported lazily so that ``import RMAMambaSegmentationLib`` stays cheap and works without Slicer):
 
-* :func:`build_model` -- the RMA-Mamba-T or -S network as a ``torch.nn.Module``.
+* :func:`build_model` -- the RMA-Mamba-T or -S network (``"SRMA"``: the 3D SRMA-Mamba) as a ``torch.nn.Module``.
 * :func:`load_checkpoint`, :func:`load_model` -- read weights safely and detect the variant.
 * :func:`segment_image` -- segment the liver in a 3D SimpleITK image.
 * :class:`SegmentationLogic` -- the same, on MRML volume nodes (needs Slicer or the ``slicer-core`` wheel).

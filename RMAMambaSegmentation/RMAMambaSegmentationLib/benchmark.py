@@ -1,7 +1,9 @@
-"""Speed of RMA-Mamba per slice, next to the sequential-scan reference and the FLOP floor of the device.
+"""Speed of RMA-Mamba per slice (SRMA-Mamba per 3D window), next to the sequential-scan reference and the FLOP
+floor of the device.
 
 The FLOP floor is the time the network's arithmetic would take at the device's measured float32 matmul rate:
-``gflop_per_slice / matmul_gflops``. A ratio ``ms_per_slice / floor`` near 1 means nothing is wasted.
+``gflop_per_slice / matmul_gflops`` (SRMA: ``srma_mamba.gflop_per_window``). A ratio ``ms / floor`` near 1 means
+nothing is wasted. For SRMA-Mamba the rows' "slice" is one window (default 224 x 224 x 64 voxels).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .network.rma_mamba import VARIANTS, build_model
+from .network.srma_mamba import DEFAULT_WINDOW, gflop_per_window
 
 logger = logging.getLogger(__name__)
 
@@ -82,16 +85,21 @@ def run_benchmark(
     repeats: int = 3,
     reference_scan: bool = True,
     progress: Callable[[str], None] | None = None,
+    window: Sequence[int] = DEFAULT_WINDOW,
 ) -> tuple[float, list[BenchmarkRow]]:
     """Measure every (variant, batch); returns the matmul GFLOP/s and the rows.
 
-    With ``reference_scan`` each variant is also timed once at batch 1 with the sequential scan.
+    With ``reference_scan`` each variant is also timed once at batch 1 with the sequential scan. ``"SRMA"`` times
+    SRMA-Mamba on random ``window`` volumes (batch 1 only on the CPU).
     """
     device = torch.device(device)
     gflops = matmul_gflops(device)
     area = (size / 256) ** 2
     rows = []
     for name in variants:
+        if name.upper() == "SRMA":
+            rows += _srma_rows(batches, device, window, repeats, reference_scan, gflops, progress)
+            continue
         variant = VARIANTS[name.upper()]
         floor_ms = 1e3 * variant.gflop_per_slice * area / gflops
         model = build_model(variant.name).to(device).eval()
@@ -113,6 +121,28 @@ def run_benchmark(
     return gflops, rows
 
 
+def _srma_rows(batches: Sequence[int], device: torch.device, window: Sequence[int], repeats: int,
+               reference_scan: bool, gflops: float, progress: Callable[[str], None] | None) -> list[BenchmarkRow]:
+    """SRMA-Mamba rows: ms per window, default scan at each batch (1 on CPU) and the sequential scan at batch 1."""
+    window = tuple(int(w) for w in window)
+    floor_ms = 1e3 * gflop_per_window(window) / gflops  # type: ignore[arg-type]
+    model = build_model("SRMA").to(device).eval()
+    configurations = [(batch, "auto") for batch in (batches if device.type == "cuda" else [1])]
+    if reference_scan:
+        configurations.append((1, "reference"))
+    rows = []
+    for batch, scan in configurations:
+        if progress:
+            progress(f"SRMA-Mamba {'x'.join(map(str, window))} batch {batch} scan {scan}")
+        model.set_scan_backend(scan)
+        x = torch.randn(batch, 1, *window, device=device)
+        with torch.inference_mode():
+            seconds = seconds_per_call(lambda m=model, x=x: m(x), device, repeats=1 if scan == "reference" else repeats)
+        ms = 1e3 * seconds / batch
+        rows.append(BenchmarkRow("SRMA", batch, scan, ms, 1e3 / ms, floor_ms))
+    return rows
+
+
 def format_table(gflops: float, rows: Sequence[BenchmarkRow], device: str) -> str:
     """A Markdown table of the rows, headed by the device and its matmul rate."""
     lines = [
@@ -122,8 +152,18 @@ def format_table(gflops: float, rows: Sequence[BenchmarkRow], device: str) -> st
         "| model | batch | scan | ms/slice | slices/s | FLOP floor ms/slice | x floor |",
         "|---|---:|---|---:|---:|---:|---:|",
     ]
+    windows = [row for row in rows if row.variant == "SRMA"]
     for row in rows:
+        if row.variant == "SRMA":
+            continue
         scan = "sequential reference" if row.scan == "reference" else "default"
         lines.append(f"| RMA-Mamba-{row.variant} | {row.batch} | {scan} | {row.ms_per_slice:.0f} | "
                      f"{row.slices_per_s:.2f} | {row.floor_ms_per_slice:.0f} | {row.times_floor:.2f} |")
+    if windows:
+        lines += ["", "| model | batch | scan | s/window | windows/s | FLOP floor s/window | x floor |",
+                  "|---|---:|---|---:|---:|---:|---:|"]
+        for row in windows:
+            scan = "sequential reference" if row.scan == "reference" else "default"
+            lines.append(f"| SRMA-Mamba | {row.batch} | {scan} | {row.ms_per_slice / 1e3:.2f} | "
+                         f"{row.slices_per_s * 1e3:.3f} | {row.floor_ms_per_slice / 1e3:.2f} | {row.times_floor:.2f} |")
     return "\n".join(lines)

@@ -29,6 +29,7 @@ from torch import nn
 
 from .errors import CheckpointError, VariantMismatchError, WeightsNotFoundError
 from .network.rma_mamba import RMAMamba, build_model
+from .registry import SRMA, normalise_variant
 
 logger = logging.getLogger(__name__)
 
@@ -127,9 +128,24 @@ def unwrap_state_dict(content: Any, source: str = "checkpoint") -> tuple[dict[st
     return tensors, extras
 
 
+def model_label(variant: str) -> str:
+    """The family member's display name: "RMA-Mamba-T", "RMA-Mamba-S" or "SRMA-Mamba (3D)"."""
+    variant = normalise_variant(variant)
+    return "SRMA-Mamba (3D)" if variant == SRMA else f"RMA-Mamba-{variant}"
+
+
+def is_srma_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """SRMA-Mamba's layout: MONAI-style ``out_conv1.conv.conv`` head and 3D (5-D) encoder convolutions."""
+    head = state_dict.get("out_conv1.conv.conv.weight")
+    stem = state_dict.get("encoder.patch_embed.0.weight")
+    return head is not None and (stem is None or stem.dim() == 5)
+
+
 def detect_variant(state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> str:
-    """"T" or "S" from the keys; raises CheckpointError when the dict is not an RMA-Mamba state dict."""
+    """"T", "S" (2D RMA-Mamba) or "SRMA" (3D SRMA-Mamba) from the keys; CheckpointError for anything else."""
     keys = set(state_dict)
+    if is_srma_state_dict(state_dict):
+        return SRMA
     if "out_conv1.weight" not in keys or not any(k.startswith("encoder.layers.") for k in keys):
         if any(k.startswith(("layers.0.blocks.", "patch_embed.")) for k in keys):
             raise CheckpointError(
@@ -160,21 +176,26 @@ def _check_against_model(state_dict: Mapping[str, torch.Tensor], model: nn.Modul
     if wrong:
         problems.append(f"{len(wrong)} keys with the wrong shape (e.g. {'; '.join(wrong[:2])})")
     if problems:
-        raise CheckpointError(f"{source} does not fit RMA-Mamba-{model.variant.name}: " + "; ".join(problems))
+        raise CheckpointError(f"{source} does not fit {model_label(model.variant.name)}: " + "; ".join(problems))
 
 
 def load_checkpoint(path: str | os.PathLike, *, variant: str | None = None) -> Checkpoint:
-    """Read an RMA-Mamba checkpoint, detect its variant, and verify every key and shape.
+    """Read an RMA-Mamba or SRMA-Mamba checkpoint, detect its variant, and verify every key and shape.
 
     Raises WeightsNotFoundError (no file), CheckpointError (corrupt, not RMA-Mamba, keys do not fit) or
-    VariantMismatchError (``variant`` given and the file holds the other one).
+    VariantMismatchError (``variant`` given and the file holds another one, e.g. SRMA weights for a 2D model).
     """
     path = Path(path)
     state_dict, extras = unwrap_state_dict(read_weights_file(path), source=str(path))
     detected = detect_variant(state_dict, source=str(path))
-    if variant is not None and variant.upper() != detected:
+    if variant is not None and normalise_variant(variant) != detected:
+        wanted = normalise_variant(variant)
+        hint = ""
+        if SRMA in (wanted, detected):
+            hint = (" (SRMA-Mamba is the 3D volume model, RMA-Mamba-T and -S are 2D slice models: their weights "
+                    "are not interchangeable)")
         raise VariantMismatchError(
-            f"{path} holds RMA-Mamba-{detected} weights but RMA-Mamba-{variant.upper()} was selected; "
+            f"{path} holds {model_label(detected)} weights but {model_label(wanted)} was selected{hint}; "
             f"choose {detected} (or other weights)"
         )
     with torch.device("meta"):

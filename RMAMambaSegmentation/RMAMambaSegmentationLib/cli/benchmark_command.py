@@ -1,4 +1,5 @@
-"""``rmamamba benchmark``: ms per slice for T and S, next to the sequential scan and the FLOP floor."""
+"""``rmamamba benchmark``: ms per slice for T and S (s per 3D window for SRMA), next to the sequential scan and the
+FLOP floor."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "benchmark",
         help="measure inference speed (ms/slice) against the sequential scan and the FLOP floor",
-        description="Times RMA-Mamba on random 256x256 slices and prints a table.",
+        description="Times RMA-Mamba on random 256x256 slices (SRMA-Mamba on random 224x224x64 windows) and prints "
+                    "a table.",
     )
-    parser.add_argument("--variants", nargs="+", default=["T", "S"], choices=["T", "S"], help="models to time")
+    parser.add_argument("--variants", nargs="+", type=str.upper, default=["T", "S", "SRMA"],
+                        choices=["T", "S", "SRMA"], help="models to time (default: T S SRMA)")
+    parser.add_argument("--window", nargs=3, type=int, default=[224, 224, 64], metavar=("I", "J", "K"),
+                        help="SRMA-Mamba window in voxels (default: 224 224 64)")
     parser.add_argument("--batch", nargs="+", type=int, default=[1, 8], help="batch sizes (default: 1 8)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--size", type=int, default=256, help="slice size in pixels (default: 256)")
@@ -37,9 +42,13 @@ def run(args: argparse.Namespace) -> int:
     if any(batch < 1 for batch in args.batch) or args.size < 32 or args.repeats < 1:
         print("rmamamba benchmark: batch sizes and repeats must be >= 1 and --size >= 32", file=sys.stderr)
         return 2
+    if any(w < 16 or w % 16 for w in args.window):
+        print("rmamamba benchmark: --window sizes must be multiples of 16", file=sys.stderr)
+        return 2
     gflops, rows = run_benchmark(
         args.variants, args.batch, device=device, size=args.size, repeats=args.repeats,
         reference_scan=not args.no_reference, progress=lambda message: print(f"timing {message} ...", file=sys.stderr),
+        window=tuple(args.window),
     )
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") else "CPU"
     if args.json:

@@ -24,6 +24,7 @@ EPILOG = """\
 examples:
   rmamamba segment scan.nii.gz -o out/ --weights rmamamba_t.pt
   rmamamba segment DICOM/series1 list.txt -o out/ --weights w.pt --modality CT --probability
+  rmamamba segment t2.nii.gz -o out/ --model SRMA --weights srma_t2.pth   (3D SRMA-Mamba, 224x224x64 windows)
   rmamamba segment cases/ -o out/ --weights w.pt --shard $((SLURM_ARRAY_TASK_ID + 1))/$SLURM_ARRAY_TASK_COUNT"""
 
 
@@ -54,6 +55,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, DICOM folder, folder or list file")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the outputs")
     parser.add_argument("--weights", metavar="FILE", help="RMA-Mamba checkpoint (default: the installed weights)")
+    parser.add_argument("--model", type=str.upper, choices=("T", "S", "SRMA"),
+                        help="model of the family: T/S = 2D RMA-Mamba, SRMA = 3D SRMA-Mamba (default: detected "
+                             "from the weights); the weights must hold it")
+    parser.add_argument("--window-size", nargs=3, type=_positive_int, metavar=("I", "J", "K"),
+                        help="SRMA-Mamba sliding window in voxels along L, P, S (multiples of 16; default 224 224 64)")
+    parser.add_argument("--overlap", type=float, metavar="F",
+                        help="SRMA-Mamba sliding-window overlap in [0, 1) (default 0.25)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=_positive_int, metavar="N",
                         help="slices per network call (default: from free GPU memory; 4 on CPU)")
@@ -107,6 +115,16 @@ class _ClearBarFilter(logging.Filter):
         return True
 
 
+def _chosen_model(args: argparse.Namespace):
+    """A PreparedModel when ``--model``/``--window-size``/``--overlap`` were given, else None (segment_files loads)."""
+    if getattr(args, "model", None) is None and args.window_size is None and args.overlap is None:
+        return None
+    from RMAMambaSegmentationLib.volume.model_loading import prepare_chosen_model
+
+    return prepare_chosen_model(model_name=args.model, weights=args.weights, device=args.device,
+                                window_size=args.window_size, overlap=args.overlap)
+
+
 def run(args: argparse.Namespace) -> int:
     from RMAMambaSegmentationLib.errors import RMAMambaError, SegmentationCancelledError
     from RMAMambaSegmentationLib.volume.batch import ERROR, segment_files
@@ -123,8 +141,10 @@ def run(args: argparse.Namespace) -> int:
     for handler in handlers if bar_filter is not None else []:
         handler.addFilter(bar_filter)
     try:
+        model = _chosen_model(args)
         rows = segment_files(
-            args.inputs, args.output, weights=args.weights, device=args.device, batch_size=args.batch_size,
+            args.inputs, args.output, weights=args.weights, model=model, device=args.device,
+            batch_size=args.batch_size,
             postprocess=args.postprocess, intensity=intensity, probability=args.probability,
             mask_format=args.mask_format, overlay=args.overlay, overwrite=args.overwrite, shard=args.shard,
             progress=bar,

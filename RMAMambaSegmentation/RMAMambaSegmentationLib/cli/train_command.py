@@ -57,7 +57,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     data.add_argument("--licence", default="", help="data licence recorded in the model cards")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--variant", default="T", choices=("T", "S"))
+    model.add_argument("--variant", "--model", dest="variant", type=str.upper, default="T",
+                       choices=("T", "S", "SRMA"),
+                       help="T/S: 2D RMA-Mamba on slices; SRMA: 3D SRMA-Mamba on volume crops (default T)")
+    model.add_argument("--crop-size", nargs=3, type=int, default=(224, 224, 64), metavar=("I", "J", "K"),
+                       help="SRMA: training crop = validation window, multiples of 16 (default 224 224 64)")
+    model.add_argument("--overlap", type=float, default=0.25, help="SRMA: validation window overlap (0.25)")
+    model.add_argument("--foreground-p", type=float, default=0.5,
+                       help="SRMA: share of crops centred on a liver voxel (default 0.5)")
     model.add_argument("--context-slices", type=int, choices=(0, 1), default=0,
                        help="1: feed the previous and next slice in the outer input channels (2.5D, not in the "
                             "paper); 0: the slice in all three channels (default)")
@@ -67,7 +74,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
-    optim.add_argument("--batch-size", type=int, default=16)
+    optim.add_argument("--batch-size", type=int, default=None, help="default 16 slices (T/S), 2 crops (SRMA)")
     optim.add_argument("--lr", type=float, default=1e-4)
     optim.add_argument("--epochs", type=int, default=500)
     optim.add_argument("--lr-patience", type=int, default=5)
@@ -153,7 +160,9 @@ def config_from_args(args: argparse.Namespace):
     )
     return TrainConfig(
         variant=args.variant, input_size=args.input_size, intensity=IntensityPreset.from_name(args.intensity),
-        context_slices=args.context_slices, label=args.label, batch_size=args.batch_size, lr=args.lr,
+        context_slices=args.context_slices, label=args.label, lr=args.lr,
+        batch_size=args.batch_size or (2 if args.variant == "SRMA" else 16),
+        crop_size=tuple(args.crop_size), overlap=args.overlap, foreground_p=args.foreground_p,
         epochs=args.epochs, lr_patience=args.lr_patience,
         lr_factor=args.lr_factor, early_stop=args.early_stop, select_by=args.select_by,
         slices_per_epoch=args.slices_per_epoch, max_steps=args.max_steps, valid_max_slices=args.valid_max_slices,

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..callbacks import CancelCheck, ProgressCallback
 from ..errors import InvalidImageError, WeightsNotFoundError
+from ..registry import normalise_variant
 from ..volume.intensity import IntensityPreset
 from . import provenance
 from .model_cache import ModelCache
@@ -97,7 +98,9 @@ def _resolve_weights(weights: str | Path | None) -> Path:
 
 
 def _segment_label(variant: str | None) -> str:
-    return f"RMA-Mamba-{variant}" if variant else "RMA-Mamba"
+    if not variant:
+        return "RMA-Mamba"
+    return "SRMA-Mamba" if normalise_variant(variant) == "SRMA" else f"RMA-Mamba-{variant}"
 
 
 class SegmentationLogic:
@@ -145,7 +148,7 @@ class SegmentationLogic:
             replace: allow replacing the existing "Liver" segment of ``segmentationNode``.
             progress: ``progress(fraction, message)`` callback.
             cancel: returns True to stop; checked between batches of slices. The scene is then left unchanged.
-            variant: ``"T"``/``"S"`` to check the weights' variant (None = accept either).
+            variant: ``"T"``/``"S"``/``"SRMA"`` to check the weights' variant (None = accept any).
             intensity: ``"MRI"`` or ``"CT"`` (the card's preset for that modality) or ``"MRI-tissue"``; None = the
                 weights' model card, else MRI.
             postprocess: keep the largest 3D component and fill holes.
@@ -217,8 +220,10 @@ class SegmentationLogic:
         from ..volume.validation import validate_array
 
         validate_volume_node(volumeNode)
-        if variant is not None and str(variant).upper() not in ("T", "S"):
-            raise ValueError(f"unknown model variant {variant!r}: use 'T' or 'S'")
+        if variant is not None:
+            variant = normalise_variant(variant)
+            if variant not in ("T", "S", "SRMA"):
+                raise ValueError(f"unknown model variant {variant!r}: use 'T', 'S' or 'SRMA'")
         if intensity is not None:
             IntensityPreset.from_name(intensity)  # raises "unknown intensity preset ..." before any change
         if batchSize is not None and int(batchSize) < 1:

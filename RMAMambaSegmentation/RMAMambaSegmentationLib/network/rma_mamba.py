@@ -24,6 +24,9 @@ class Variant:
     gflop_per_slice: float  # forward FLOPs of one 256x256 slice (multiply-adds counted as 2)
 
 
+#: Names that select SRMA-Mamba (upper case, without "-" and "_"; as ``registry.SRMA_ALIASES``).
+SRMA_ALIASES = ("SRMA", "SRMAMAMBA")
+
 #: Slices per forward pass in CPU inference; larger batches are split (same result, better cache use).
 CPU_EVAL_MICRO_BATCH = 1
 
@@ -95,7 +98,7 @@ def _check_input(x: torch.Tensor) -> None:
 
 
 def build_model(variant: str = "T", *, scan_backend: str = "auto") -> RMAMamba:
-    """Build RMA-Mamba-``variant`` ("T" or "S") with freshly initialised weights.
+    """Build RMA-Mamba-``variant`` ("T" or "S"; "SRMA" gives the 3D SRMA-Mamba) with freshly initialised weights.
 
     Example::
 
@@ -103,6 +106,10 @@ def build_model(variant: str = "T", *, scan_backend: str = "auto") -> RMAMamba:
         logits = model(torch.rand(1, 3, 256, 256))   # (1, 1, 256, 256)
     """
     key = str(variant).upper().removeprefix("RMAMAMBA_").removeprefix("RMA-MAMBA-")
+    if key.replace("-", "").replace("_", "") in SRMA_ALIASES:
+        from .srma_mamba import build_srma_mamba  # the 3D member of the family
+
+        return build_srma_mamba(scan_backend=scan_backend)
     if key not in VARIANTS:
-        raise ValueError(f"unknown RMA-Mamba variant {variant!r}; choose 'T' or 'S'")
+        raise ValueError(f"unknown RMA-Mamba variant {variant!r}; choose 'T', 'S' or 'SRMA'")
     return RMAMamba(VARIANTS[key]).set_scan_backend(scan_backend)

@@ -10,12 +10,16 @@ from .ss2d import SS2D
 
 
 class VSSBlock(nn.Module):
-    """x + DropPath(SS2D(LN(x))), then x + DropPath(MLP(LN(x))); input and output (B, H, W, C)."""
+    """x + DropPath(SS2D(LN(x))), then x + DropPath(MLP(LN(x))); input and output (B, H, W, C).
 
-    def __init__(self, channels: int, drop_path: float = 0.0, d_state: int = 1, mlp_ratio: float = 4.0) -> None:
+    ``op`` replaces the SS2D token mixer (SRMA-Mamba's 3D ABSS mixer; the input is then (B, I, J, K, C)).
+    """
+
+    def __init__(self, channels: int, drop_path: float = 0.0, d_state: int = 1, mlp_ratio: float = 4.0,
+                 op: nn.Module | None = None) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(channels)
-        self.op = SS2D(channels, d_state=d_state)
+        self.op = op if op is not None else SS2D(channels, d_state=d_state)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(channels)
         self.mlp = Mlp(channels, int(channels * mlp_ratio))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from RMAMambaSegmentationLib.registry import normalise_variant
 from RMAMambaSegmentationLib.training.augmentation import AugmentationConfig
 from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
 from RMAMambaSegmentationLib.volume.model_card import CONTEXT_SLICES
@@ -42,11 +43,19 @@ class TrainConfig:
     init_weights: str | None = None  # RMA-Mamba checkpoint to fine-tune
     keep_every: int = 0  # also keep epoch_NNNN.pt every this many epochs (0: only last and best)
     licence: str = ""  # data licence recorded in the model cards
+    # SRMA-Mamba (3D) only: training crop = inference window (i, j, k), sliding-window overlap, foreground share
+    crop_size: tuple[int, int, int] = (224, 224, 64)
+    overlap: float = 0.25
+    foreground_p: float = 0.5
+    grad_clip: float | None = None  # global gradient-norm clipping (SRMA default 1.0, as the authors)
 
     def __post_init__(self) -> None:
-        self.variant = str(self.variant).upper()
-        if self.variant not in ("T", "S"):
-            raise ValueError(f"variant must be T or S, got {self.variant!r}")
+        self.variant = normalise_variant(self.variant)
+        if self.variant not in ("T", "S", "SRMA"):
+            raise ValueError(f"variant must be T, S or SRMA, got {self.variant!r}")
+        self.crop_size = tuple(int(c) for c in self.crop_size)  # type: ignore[assignment]
+        if self.variant == "SRMA":
+            self._check_volumetric()
         self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
         if min(self.input_size) < 32:
             raise ValueError(f"input size {self.input_size} is too small: at least 32x32")
@@ -68,6 +77,23 @@ class TrainConfig:
         if self.early_stop < 1 or self.lr_patience < 0 or self.workers < 0 or self.keep_every < 0:
             raise ValueError("early_stop must be >= 1; lr_patience, workers and keep_every >= 0")
 
+    def _check_volumetric(self) -> None:
+        if len(self.crop_size) != 3 or any(c < 16 or c % 16 for c in self.crop_size):
+            raise ValueError(f"crop_size must be three multiples of 16, got {self.crop_size}")
+        if not 0.0 <= self.overlap < 1.0 or not 0.0 <= self.foreground_p <= 1.0:
+            raise ValueError("overlap must lie in [0, 1) and foreground_p in [0, 1]")
+        if self.pretrained:
+            raise ValueError("--pretrained loads a 2D VMamba backbone: SRMA-Mamba has none (use --init-weights)")
+        if self.context_slices:
+            raise ValueError("context_slices is for the 2D models; SRMA-Mamba sees whole 3D windows")
+        if self.grad_clip is None:
+            self.grad_clip = 1.0
+
+    @property
+    def is_volumetric(self) -> bool:
+        """True for SRMA-Mamba (3D crops and sliding-window validation)."""
+        return self.variant == "SRMA"
+
     @property
     def selection_metric(self) -> str:
         """The validation score (a key of :meth:`Trainer.validate`) that picks ``best.pt``."""
@@ -76,6 +102,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["input_size"] = list(self.input_size)
+        data["crop_size"] = list(self.crop_size)
         data["intensity"] = self.intensity.to_dict()
         data["augmentation"] = self.augmentation.to_dict()
         return data

@@ -30,12 +30,21 @@ def run_training(
     """
     context = setup_distributed(config.device)
     try:
-        options = {"preset": config.intensity, "size": config.input_size, "label": config.label,
-                   "workers": config.workers}
-        train_set = build_slice_set(data.train, **options)
-        valid_set = build_slice_set(data.valid, **options)
-        trainer = Trainer(config, train_set, valid_set, output_dir, context=context,
-                          data_description=data.describe(), progress=progress)
+        if config.is_volumetric:  # SRMA-Mamba: whole 3D volumes, random crops
+            from RMAMambaSegmentationLib.training.trainer3d import VolumeTrainer
+            from RMAMambaSegmentationLib.training.volume_set import build_volume_set
+
+            train_set = build_volume_set(data.train, label=config.label, workers=config.workers)
+            valid_set = build_volume_set(data.valid, label=config.label, workers=config.workers)
+            trainer_class = VolumeTrainer
+        else:
+            options = {"preset": config.intensity, "size": config.input_size, "label": config.label,
+                       "workers": config.workers}
+            train_set = build_slice_set(data.train, **options)
+            valid_set = build_slice_set(data.valid, **options)
+            trainer_class = Trainer
+        trainer = trainer_class(config, train_set, valid_set, output_dir, context=context,
+                                data_description=data.describe(), progress=progress)
         if resume is not None:
             trainer.resume(resolve_resume_path(resume, output_dir))
         return trainer.fit()

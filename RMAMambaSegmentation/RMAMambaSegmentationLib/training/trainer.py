@@ -172,9 +172,7 @@ class Trainer:
         self.data_description = data_description or {}
         self.progress = progress
         self.amp_dtype = resolve_amp(config.amp, self.device)
-        for name, slice_set in (("training", train_set), ("validation", valid_set)):
-            if slice_set.size != config.input_size:
-                raise ValueError(f"{name} slices are {slice_set.size}, the configuration says {config.input_size}")
+        self._check_data()
 
         torch.manual_seed(config.seed)
         self.model = build_model(config.variant)
@@ -199,6 +197,11 @@ class Trainer:
         self.log = CsvLog(self.output_dir / "log.csv")
 
     # -- set-up ---------------------------------------------------------------------------------------------
+
+    def _check_data(self) -> None:
+        for name, slice_set in (("training", self.train_set), ("validation", self.valid_set)):
+            if slice_set.size != self.config.input_size:
+                raise ValueError(f"{name} slices are {slice_set.size}, the configuration says {self.config.input_size}")
 
     def _initialise_weights(self) -> None:
         if self.config.init_weights:

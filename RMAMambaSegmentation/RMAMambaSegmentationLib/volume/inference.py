@@ -25,6 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from RMAMambaSegmentationLib import registry
 from RMAMambaSegmentationLib.callbacks import CancelCheck, ProgressCallback
 from RMAMambaSegmentationLib.errors import RMAMambaError, SegmentationCancelledError
 from RMAMambaSegmentationLib.volume.devices import DEFAULT_CPU_BATCH, auto_batch_size, is_out_of_memory
@@ -230,11 +231,15 @@ def segment_array(
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
     intensity: IntensityPreset | str | None = None,
+    window_size: Sequence[int] | None = None,
+    overlap: float | None = None,
 ) -> ArraySegmentation:
     """Segment a ``(k, j, i)`` array (SimpleITK / MRML order) with spacing (i, j, k) in mm and an LPS direction.
 
     Raises InvalidImageError for an input that cannot be segmented, CheckpointError / WeightsNotFoundError for
     weights, SegmentationCancelledError when ``cancel()`` returns True (checked between batches).
+    3D-window models of the registry (SRMA-Mamba) go to :mod:`.window_inference`; ``window_size`` (i, j, k) and
+    ``overlap`` override their sliding window.
     """
     started = time.perf_counter()
     if batch_size is not None and int(batch_size) < 1:
@@ -248,6 +253,17 @@ def segment_array(
     _check_cancel(cancel)
     _report(progress, 0.0, "loading the model")
     prepared = prepare_model(model=model, weights=weights, device=device)
+    entry = registry.entry_for(prepared.variant, prepared.card).with_overrides(
+        window_size or prepared.window_size, overlap if overlap is not None else prepared.overlap)
+    if entry.is_volumetric:
+        from RMAMambaSegmentationLib.volume.window_inference import segment_array_windows
+
+        if intensity is not None:
+            logger.warning("%s z-scores the volume itself: intensity %s is not used", entry.label, intensity)
+
+        return segment_array_windows(array, spacing=spacing, direction=direction, prepared=prepared, entry=entry,
+                                     batch_size=batch_size, postprocess=postprocess, progress=progress,
+                                     cancel=cancel, started=started)
     card = prepared.card
     preset = resolve_intensity(intensity, card)
     input_size = card.input_size if card is not None else NETWORK_INPUT_SIZE
@@ -324,13 +340,16 @@ def segment_image(
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
     intensity: IntensityPreset | str | None = None,
+    window_size: Sequence[int] | None = None,
+    overlap: float | None = None,
 ) -> SegmentationResult:
     """Segment the liver in a 3D scalar SimpleITK image.
 
     ``model``: any module mapping (B, 3, H, W) in [0, 1] to (B, 1, H, W) logits; else ``weights`` (a checkpoint
     path); else the default weights. ``intensity``: ``"MRI"``, ``"CT"`` or an :class:`IntensityPreset`; None
-    takes it from the model card beside the weights, else MRI. Returns the uint8 mask and float32 probability in
-    exactly the input's grid, and the liver volume in mL.
+    takes it from the model card beside the weights, else MRI (SRMA-Mamba always uses its z-score). Returns the
+    uint8 mask and float32 probability in exactly the input's grid, and the liver volume in mL. SRMA-Mamba
+    (a 3D model) runs in sliding windows: ``window_size`` (i, j, k) and ``overlap`` override 224x224x64 / 0.25.
     """
     validate_image(image)
     array = sitk.GetArrayViewFromImage(image)
@@ -346,6 +365,8 @@ def segment_image(
         progress=progress,
         cancel=cancel,
         intensity=intensity,
+        window_size=window_size,
+        overlap=overlap,
     )
     mask = sitk.GetImageFromArray(result.mask)
     mask.CopyInformation(image)

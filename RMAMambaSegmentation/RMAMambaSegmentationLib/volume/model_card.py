@@ -35,6 +35,10 @@ class ModelCard:
     context_slices: int = 0
     orientation: str = ORIENTATION_CONVENTION
     threshold: float = 0.5
+    #: Registry fields (``registry.ModelEntry``): "slice-2d" or "window-3d", the 3D window and overlap (3D only).
+    inference: str = "slice-2d"
+    window: tuple[int, ...] | None = None
+    overlap: float | None = None
     training: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     licence: str = ""
@@ -49,6 +53,9 @@ class ModelCard:
             "context_slices": self.context_slices,
             "orientation": self.orientation,
             "threshold": self.threshold,
+            "inference": self.inference,
+            "window": list(self.window) if self.window is not None else None,
+            "overlap": self.overlap,
             "training": self.training,
             "provenance": self.provenance,
             "licence": self.licence,
@@ -66,6 +73,15 @@ class ModelCard:
         context = data.get("context_slices", 0)
         if context not in CONTEXT_SLICES or isinstance(context, bool):
             raise ValueError(f"invalid context_slices {context!r} (0 or 1)")
+        inference = str(data.get("inference", "slice-2d"))
+        if inference not in ("slice-2d", "window-3d"):
+            raise ValueError(f"invalid inference {inference!r} (slice-2d or window-3d)")
+        window = data.get("window")
+        if window is not None and (len(window) != 3 or any(int(w) < 1 for w in window)):
+            raise ValueError(f"invalid window {window!r} (three positive sizes)")
+        overlap = data.get("overlap")
+        if overlap is not None and not 0.0 <= float(overlap) < 1.0:
+            raise ValueError(f"invalid overlap {overlap!r} (in [0, 1))")
         return cls(
             variant=str(data.get("variant", "T")),
             intensity=IntensityPreset.from_dict(intensity) if intensity is not None else IntensityPreset.mri(),
@@ -73,6 +89,9 @@ class ModelCard:
             context_slices=int(context),
             orientation=str(data.get("orientation", ORIENTATION_CONVENTION)),
             threshold=float(data.get("threshold", 0.5)),
+            inference=inference,
+            window=tuple(int(w) for w in window) if window is not None else None,
+            overlap=float(overlap) if overlap is not None else None,
             training=dict(data.get("training") or {}),
             provenance=dict(data.get("provenance") or {}),
             licence=str(data.get("licence", "")),

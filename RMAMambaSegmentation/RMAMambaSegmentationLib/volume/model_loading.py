@@ -23,6 +23,9 @@ class PreparedModel:
     weights_path: Path | None = None
     weights_sha256: str | None = None
     card: ModelCard | None = None
+    #: Sliding-window overrides for 3D models (None: the registry entry's / model card's window and overlap).
+    window_size: tuple[int, int, int] | None = None
+    overlap: float | None = None
 
     @property
     def variant(self) -> str | None:
@@ -85,3 +88,38 @@ def _wrap_module(model: torch.nn.Module, weights: str | Path | None, target: tor
     card = read_model_card(weights_path) if weights_path is not None else None
     module = model.to(target).eval()
     return PreparedModel(module, target, weights_path, sha256, card)
+
+
+def prepare_chosen_model(
+    *,
+    model_name: str | None = None,
+    weights: str | Path | None = None,
+    device: str | torch.device | None = "auto",
+    window_size: tuple[int, int, int] | None = None,
+    overlap: float | None = None,
+) -> PreparedModel:
+    """The model a user chose by name ("T", "S", "SRMA") and/or weights file, with sliding-window overrides.
+
+    The weights must hold ``model_name`` (VariantMismatchError otherwise, e.g. SRMA weights for a 2D model);
+    without weights, only the default (2D) weights exist, so SRMA-Mamba needs a weights file (WeightsNotFoundError).
+    """
+    from RMAMambaSegmentationLib import registry
+    from RMAMambaSegmentationLib.checkpoints import default_weights_path, load_model
+    from RMAMambaSegmentationLib.errors import WeightsNotFoundError
+
+    entry = registry.entry(model_name) if model_name else None
+    if weights is None and entry is not None and entry.is_volumetric:
+        raise WeightsNotFoundError(f"no {entry.label} weights are installed: pass a checkpoint (--weights FILE), "
+                                   "e.g. the authors' released SRMA-Mamba weights for your MRI sequence")
+    weights_path = Path(weights) if weights is not None else Path(default_weights_path())
+    target = resolve_device(device)
+    module = load_model(weights_path, variant=entry.key if entry is not None else None, device=str(target))
+    prepared = _wrap_module(module, weights_path, target)
+    if window_size is not None or overlap is not None:
+        chosen = registry.entry_for(prepared.variant, prepared.card)
+        if not chosen.is_volumetric:
+            raise ValueError(f"{chosen.label} segments 2D slices: --window-size/--overlap are for 3D models (SRMA)")
+        chosen.with_overrides(window_size, overlap)  # validates
+        prepared.window_size = tuple(window_size) if window_size is not None else None
+        prepared.overlap = overlap
+    return prepared

@@ -1,0 +1,128 @@
+"""One registry of the model family: how each member is fed, read out and recognised.
+
+Each :class:`ModelEntry` says whether the network sees 2D slices (RMA-Mamba-T, -S) or 3D windows (SRMA-Mamba), its
+input channels, intensity recipe, window (slice size or 3D window) and overlap, which output is the prediction, the
+threshold, and how its checkpoints are recognised. A model trained with ``rmamamba train`` records the same fields
+in its model card; :func:`entry_for` applies them over the family's defaults.
+
+Example::
+
+    entry = registry.entry("SRMA")
+    entry.inference, entry.window, entry.overlap     # ('window-3d', (224, 224, 64), 0.25)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+SLICE_2D = "slice-2d"
+WINDOW_3D = "window-3d"
+INFERENCE_KINDS = (SLICE_2D, WINDOW_3D)
+#: SRMA-Mamba's intensity recipe: z-score over the volume's non-zero voxels (zeros stay 0), as the authors' test.
+ZSCORE_NONZERO = "zscore-nonzero"
+#: The 2D models' recipe: an :class:`~volume.intensity.IntensityPreset` mapping the volume to [0, 1].
+PRESET_01 = "preset-0-1"
+SRMA = "SRMA"
+#: Spellings of SRMA-Mamba (upper case, without "-" and "_"); the network builder accepts the same.
+SRMA_ALIASES = ("SRMA", "SRMAMAMBA")
+
+
+def normalise_variant(variant: str) -> str:
+    """"T", "S" or "SRMA" from the spellings users type ("t", "RMA-Mamba-S", "srma-mamba", ...)."""
+    key = str(variant).strip().upper().replace("_", "-")
+    for prefix in ("RMAMAMBA-", "RMA-MAMBA-"):
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+    return SRMA if key.replace("-", "") in SRMA_ALIASES else key
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """How one member of the family is used."""
+
+    key: str  # "T", "S", "SRMA": what build_model / --model take
+    label: str
+    inference: str  # SLICE_2D or WINDOW_3D
+    channels: int  # network input channels
+    intensity: str  # PRESET_01 or ZSCORE_NONZERO
+    window: tuple[int, ...]  # slice size (rows, cols) or 3D window (i, j, k) in the network's axes
+    overlap: float  # fraction of the window shared by neighbouring windows (0 for slices)
+    output_index: int  # which deep-supervision output is the prediction (0 = finest)
+    threshold: float
+    recognised_by: str  # how its checkpoints are told apart
+
+    @property
+    def is_volumetric(self) -> bool:
+        return self.inference == WINDOW_3D
+
+    def card_fields(self) -> dict[str, Any]:
+        """What a model card records about inference for this entry."""
+        return {"inference": self.inference, "channels": self.channels, "intensity_recipe": self.intensity,
+                "window": list(self.window), "overlap": self.overlap, "output_index": self.output_index,
+                "threshold": self.threshold}
+
+    def with_overrides(self, window: Sequence[int] | None = None, overlap: float | None = None,
+                       threshold: float | None = None) -> ModelEntry:
+        """A copy with another window, overlap or threshold (validated)."""
+        changes: dict[str, Any] = {}
+        if window is not None:
+            window = tuple(int(w) for w in window)
+            if len(window) != len(self.window) or min(window) < 1:
+                raise ValueError(f"{self.label} needs a window of {len(self.window)} positive sizes, got {window}")
+            if self.is_volumetric and any(w % 16 for w in window):
+                raise ValueError(f"{self.label} windows must be multiples of 16 along every axis, got {window}")
+            changes["window"] = window
+        if overlap is not None:
+            if not 0.0 <= float(overlap) < 1.0:
+                raise ValueError(f"overlap must lie in [0, 1), got {overlap}")
+            changes["overlap"] = float(overlap)
+        if threshold is not None:
+            changes["threshold"] = float(threshold)
+        return dataclasses.replace(self, **changes) if changes else self
+
+
+_2D_RECOGNITION = ("2D RMA-Mamba layout: encoder.layers.* with 4-D convs and an out_conv1.weight head; "
+                   "{detail}")
+ENTRIES: dict[str, ModelEntry] = {
+    "T": ModelEntry("T", "RMA-Mamba-T", SLICE_2D, 3, PRESET_01, (256, 256), 0.0, 0, 0.5,
+                    _2D_RECOGNITION.format(detail="no st_block bridges, 2 blocks in stage 3")),
+    "S": ModelEntry("S", "RMA-Mamba-S", SLICE_2D, 3, PRESET_01, (256, 256), 0.0, 0, 0.5,
+                    _2D_RECOGNITION.format(detail="st_block1..4 bridges, 15 blocks in stage 3")),
+    "SRMA": ModelEntry("SRMA", "SRMA-Mamba", WINDOW_3D, 1, ZSCORE_NONZERO, (224, 224, 64), 0.25, 0, 0.5,
+                       "3D layout: MONAI-style out_conv1.conv.conv head and 5-D encoder convs (484 keys)"),
+}
+
+
+def entry(key: str) -> ModelEntry:
+    """The entry for "T", "S" or "SRMA" (any usual spelling: "RMA-Mamba-S", "srma-mamba", ...)."""
+    name = normalise_variant(key)
+    if name not in ENTRIES:
+        raise ValueError(f"unknown model {key!r}: choose one of {', '.join(ENTRIES)}")
+    return ENTRIES[name]
+
+
+def recognise(state_dict: Mapping[str, Any], source: str = "checkpoint") -> ModelEntry:
+    """The entry whose checkpoints look like ``state_dict`` (CheckpointError when none does)."""
+    from .checkpoints import detect_variant
+
+    return ENTRIES[detect_variant(state_dict, source)]
+
+
+def entry_for(variant: str | None, card: Any = None) -> ModelEntry:
+    """The family entry of ``variant`` (default T) with what a trained model's card records applied over it."""
+    base = entry(variant or (getattr(card, "variant", None) if card is not None else None) or "T")
+    if card is None:
+        return base
+    inference = getattr(card, "inference", None) or base.inference
+    if inference != base.inference:
+        raise ValueError(f"model card says {inference} inference but {base.label} uses {base.inference}")
+    window = getattr(card, "window", None) or (None if base.is_volumetric else getattr(card, "input_size", None))
+    overlap = getattr(card, "overlap", None)
+    return base.with_overrides(window=window, overlap=overlap, threshold=getattr(card, "threshold", None))
+
+
+__all__ = ["ENTRIES", "INFERENCE_KINDS", "SLICE_2D", "SRMA", "WINDOW_3D", "ZSCORE_NONZERO", "ModelEntry", "entry",
+           "entry_for", "normalise_variant", "recognise"]

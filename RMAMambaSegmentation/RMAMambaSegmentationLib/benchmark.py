@@ -43,6 +43,8 @@ class BenchmarkRow:
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def matmul_gflops(device: torch.device, size: int = 1024, min_seconds: float = 1.0) -> float:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -39,6 +40,7 @@ from RMAMambaSegmentationLib.volume.preprocessing import (
     resize_logits_back,
     slices_to_network_input,
 )
+from RMAMambaSegmentationLib.volume.run_options import RunOptions
 from RMAMambaSegmentationLib.volume.validation import validate_array, validate_geometry, validate_image
 
 logger = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ class ArraySegmentation:
     """Result of :func:`segment_array`: arrays in the input's ``(k, j, i)`` order."""
 
     mask: np.ndarray  # uint8, 0/1
-    probability: np.ndarray  # float32 in [0, 1], before post-processing
+    probability: np.ndarray | None  # float32 in [0, 1], before post-processing; None unless asked for
     volume_ml: float
     provenance: Provenance
 
@@ -83,7 +85,7 @@ class SegmentationResult:
     """Result of :func:`segment_image`: SimpleITK images in exactly the input's grid."""
 
     mask: sitk.Image  # uint8, 0/1
-    probability: sitk.Image  # float32 in [0, 1], before post-processing
+    probability: sitk.Image | None  # float32 in [0, 1], before post-processing; None with probability=False
     volume_ml: float
     provenance: Provenance
 
@@ -220,23 +222,27 @@ def segment_array(
     *,
     spacing: Sequence[float],
     direction: Sequence[float] | np.ndarray,
-    weights: str | Path | None = None,
+    options: RunOptions | None = None,
     model: torch.nn.Module | PreparedModel | None = None,
-    device: str | torch.device | None = "auto",
-    batch_size: int | None = None,
-    postprocess: bool = True,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
-    intensity: IntensityPreset | str | None = None,
+    **keywords: Any,
 ) -> ArraySegmentation:
     """Segment a ``(k, j, i)`` array (SimpleITK / MRML order) with spacing (i, j, k) in mm and an LPS direction.
+
+    ``options`` (:class:`RunOptions`) say which weights, device, intensity preset, batch size, post-processing and
+    whether to keep the probability; keywords named after its fields (``weights=``, ``device=``, ``batch_size=``,
+    ``postprocess=``, ``intensity=``, ``probability_map=``) override them. ``model`` (a module or
+    ``PreparedModel``) is used instead of loading ``options.weights``. The whole-volume probability is only
+    allocated when ``probability_map`` is True (else ``ArraySegmentation.probability`` is None).
 
     Raises InvalidImageError for an input that cannot be segmented, CheckpointError / WeightsNotFoundError for
     weights, SegmentationCancelledError when ``cancel()`` returns True (checked between batches).
     """
+    options = RunOptions.build(options, **keywords).checked()
+    weights, device, batch_size = options.weights, options.device, options.batch_size
+    postprocess, intensity = options.postprocess, options.intensity
     started = time.perf_counter()
-    if batch_size is not None and int(batch_size) < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     array = np.asarray(array)
     if array.dtype == bool:
         array = array.view(np.uint8)
@@ -260,9 +266,11 @@ def segment_array(
     warnings: list[str] = []
     if reorientation.is_oblique:
         warnings.append(f"oblique volume ({reorientation.oblique_deg:.1f} degrees): closest axes used")
-    # Outputs are allocated once in the input's order; the axial views below write into them (no extra copy).
-    probability = np.empty(array.shape, dtype=np.float32)
-    probability_stack = reorientation.to_axial(probability)
+    # The mask is written batch by batch in the axial stack; the float probability only exists when asked for
+    # (allocated once in the input's order, written through its axial view: no extra copy).
+    mask_stack = np.empty(stack.shape, dtype=np.uint8)
+    probability = np.empty(array.shape, dtype=np.float32) if options.probability_map else None
+    probability_stack = reorientation.to_axial(probability) if probability is not None else None
     prepared.module.eval()
     _report(progress, 0.0, f"segmenting {n_slices} slices on {_device_label(prepared.device)}")
     start = 0
@@ -271,7 +279,7 @@ def segment_array(
             _check_cancel(cancel)
             stop = min(start + batch, n_slices)
             try:
-                probability_stack[start:stop] = _predict_batch(
+                batch_probability = _predict_batch(
                     prepared, apply_bounds(_batch_slices(stack, start, stop, context_slices), lo, hi), input_size,
                     context_slices,
                 )
@@ -280,12 +288,14 @@ def segment_array(
                     raise
                 batch = _recover_from_oom(prepared, batch, warnings)
                 continue
+            np.greater(batch_probability, threshold, out=mask_stack[start:stop].view(bool))
+            if probability_stack is not None:
+                probability_stack[start:stop] = batch_probability
             start = stop
             _report(progress, _INFERENCE_SHARE * stop / n_slices, f"slices {stop}/{n_slices}")
     _check_cancel(cancel)
 
     _report(progress, _INFERENCE_SHARE, "post-processing" if postprocess else "thresholding")
-    mask_stack = (probability_stack > threshold).astype(np.uint8)
     if postprocess:
         mask_stack = postprocess_mask(mask_stack)
     _check_cancel(cancel)
@@ -322,31 +332,31 @@ def segment_image(
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
     intensity: IntensityPreset | str | None = None,
+    probability: bool = True,
 ) -> SegmentationResult:
     """Segment the liver in a 3D scalar SimpleITK image.
 
     ``model``: any module mapping (B, 3, H, W) in [0, 1] to (B, 1, H, W) logits; else ``weights`` (a checkpoint
     path); else the default weights. ``intensity``: ``"MRI"``, ``"CT"`` or an :class:`IntensityPreset`; None
-    takes it from the model card beside the weights, else MRI. Returns the uint8 mask and float32 probability in
-    exactly the input's grid, and the liver volume in mL.
+    takes it from the model card beside the weights, else MRI. Returns the uint8 mask and (unless
+    ``probability=False``) the float32 probability in exactly the input's grid, and the liver volume in mL.
     """
     validate_image(image)
-    array = sitk.GetArrayViewFromImage(image)
+    options = RunOptions(weights=None if weights is None else str(weights), device=device, intensity=intensity,
+                         postprocess=postprocess, probability_map=probability, batch_size=batch_size)
     result = segment_array(
-        array,
+        sitk.GetArrayViewFromImage(image),
         spacing=image.GetSpacing(),
         direction=image.GetDirection(),
-        weights=weights,
+        options=options,
         model=model,
-        device=device,
-        batch_size=batch_size,
-        postprocess=postprocess,
         progress=progress,
         cancel=cancel,
-        intensity=intensity,
     )
     mask = sitk.GetImageFromArray(result.mask)
     mask.CopyInformation(image)
-    probability = sitk.GetImageFromArray(result.probability)
-    probability.CopyInformation(image)
-    return SegmentationResult(mask, probability, result.volume_ml, result.provenance)
+    probability_image = None
+    if result.probability is not None:
+        probability_image = sitk.GetImageFromArray(result.probability)
+        probability_image.CopyInformation(image)
+    return SegmentationResult(mask, probability_image, result.volume_ml, result.provenance)

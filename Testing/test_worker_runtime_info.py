@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from RMAMambaSegmentationLib.mrml.runtime_info import (
+from RMAMambaSegmentationLib.worker.runtime_info import (
     describe_device,
     inspect_weights,
     mamba_ssm_available,

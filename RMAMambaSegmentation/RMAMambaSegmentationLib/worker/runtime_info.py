@@ -1,12 +1,15 @@
-"""What the panel shows before a run: the weights' variant and problems, the compute device, the scan path.
+"""What the panel shows before a run: the weights' variant, licence and problems, the compute device.
 
-Qt-free; torch is imported only inside the functions (the Slicer module imports this after PyTorch is ready).
+Qt-free. :func:`describe_weights_file` and :func:`describe_device_choice` never import torch and never read the
+checkpoint (the panel calls them on open and on every path change); :func:`inspect_weights`, :func:`describe_device`
+and :func:`cuda_device_name` import torch and read the whole file (command line, the worker, tests).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,3 +107,71 @@ def inspect_weights(path: str | Path | None, expected_variant: str | None = None
         path=str(resolved),
         sha256=checkpoint.sha256,
     )
+
+
+#: What each device choice means, said without asking PyTorch (the panel shows it before any run).
+DEVICE_CHOICE_TEXT = {
+    "auto": "auto: a GPU when PyTorch finds one, else the CPU (the device used is shown after the run)",
+    "cpu": "CPU (pure-PyTorch selective scan)",
+    "cuda": "CUDA GPU (falls back to the CPU when none is usable)",
+}
+
+
+def describe_device_choice(choice: str | None) -> str:
+    """A sentence for the device label from the choice itself (torch-free, so it can follow the combo box at once)."""
+    key = normalize_device(choice)
+    return DEVICE_CHOICE_TEXT.get(key, key)
+
+
+_describe_lock = threading.Lock()
+_described: dict[tuple, WeightsStatus] = {}
+
+
+def describe_weights_file(path: str | Path | None, expected_variant: str | None = None) -> WeightsStatus:
+    """What the panel can say about a weights file without PyTorch: present or not, and its model card (variant,
+    licence, notes). Cached by (path, size, modification time, variant), so repeated calls cost one ``stat``.
+
+    The checkpoint itself is read and checked (variant, shape, sha256) by the worker when the run starts.
+    Never raises for a bad file: the problem is in the returned message.
+    """
+    from ..volume.model_card import read_model_card
+    from ..weights_location import DEFAULT_WEIGHTS_NAME, MODELS_DIR
+
+    resolved = Path(path).expanduser() if path else MODELS_DIR / DEFAULT_WEIGHTS_NAME
+    shown = str(path) if path else None
+    try:
+        stat = resolved.stat()
+    except OSError:
+        what = "no default weights are installed" if not path else "weights file not found"
+        return WeightsStatus(False, f"Weights missing: {what} ({resolved})", path=shown)
+    key = (str(resolved), stat.st_size, stat.st_mtime_ns, expected_variant, bool(path))
+    with _describe_lock:
+        if key in _described:
+            return _described[key]
+    try:
+        card = read_model_card(resolved)
+    except CheckpointError as error:
+        status = WeightsStatus(False, f"Unusable weights: {error}", path=shown)
+    else:
+        status = _status_from_card(resolved, card, expected_variant, default=not path)
+    with _describe_lock:
+        _described[key] = status
+    return status
+
+
+def _status_from_card(path: Path, card, expected_variant: str | None, *, default: bool) -> WeightsStatus:
+    prefix = "Default " if default else ""
+    if card is None:
+        return WeightsStatus(True, f"{prefix}weights {path.name} (no model card: the variant is checked when the "
+                                   "run starts)", path=str(path))
+    label = VARIANT_LABELS.get(card.variant, card.variant)
+    if expected_variant is not None and card.variant.upper() != str(expected_variant).upper():
+        expected = VARIANT_LABELS.get(str(expected_variant).upper(), expected_variant)
+        return WeightsStatus(False, f"Variant mismatch: the model card of {path.name} says {label}, not {expected}",
+                             variant=card.variant, path=str(path))
+    message = f"{prefix}{label} weights ({path.name})"
+    if card.notes and default:
+        message += f". {card.notes.rstrip('.')}"
+    if card.licence:
+        message += f"; licence: {card.licence}"
+    return WeightsStatus(True, message, variant=card.variant, path=str(path))

@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from ..callbacks import CancelCheck, ProgressCallback
 from .. import weights_location
+from ..callbacks import CancelCheck, ProgressCallback
 from ..errors import InvalidImageError, SegmentationCancelledError, WeightsNotFoundError
 from ..volume.run_options import RunOptions
 from ..worker.model_cache import ModelCache

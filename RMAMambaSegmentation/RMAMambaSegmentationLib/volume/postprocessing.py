@@ -44,7 +44,7 @@ def _largest_component_in_box(mask: np.ndarray) -> tuple[tuple[slice, ...], np.n
     x, y, z, size_x, size_y, size_z = statistics.GetBoundingBox(best)
     inner = (slice(z, z + size_z), slice(y, y + size_y), slice(x, x + size_x))
     component = np.equal(labels[inner], best).view(np.uint8)
-    outer = tuple(slice(b.start + i.start, b.start + i.stop) for b, i in zip(box, inner))
+    outer = tuple(slice(box[a].start + inner[a].start, box[a].start + inner[a].stop) for a in range(3))
     return outer, component
 
 

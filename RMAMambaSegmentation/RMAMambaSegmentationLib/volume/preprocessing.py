@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from RMAMambaSegmentationLib.volume.model_card import NETWORK_INPUT_SIZE  # defined beside the card (torch-free)
 
 
-
 def resize_slices(
     stack01: np.ndarray | torch.Tensor,
     size: Sequence[int] = NETWORK_INPUT_SIZE,

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
-
-#: ``intensity`` may be a preset name ("MRI", "MRI-tissue", "CT"), a preset object, or None (the model card's).
-Intensity = Union[IntensityPreset, str, None]
 
 
 @dataclass(frozen=True)
@@ -25,7 +22,7 @@ class RunOptions:
         weights: checkpoint file; None = the default weights installed with the extension.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` (``"gpu"`` is accepted and normalised by the caller).
         variant: ``"T"``/``"S"`` to check the weights' variant; None accepts either.
-        intensity: preset name or object; None = the weights' model card, else MRI.
+        intensity: preset name ("MRI", "MRI-tissue", "CT") or object; None = the weights' model card, else MRI.
         postprocess: keep the largest 3D component and fill holes.
         probability_map: also return the whole-volume liver probability (float32; costs 4 bytes per voxel).
         batch_size: slices per network call; None = automatic.
@@ -34,7 +31,7 @@ class RunOptions:
     weights: str | None = None
     device: str = "auto"
     variant: str | None = None
-    intensity: Intensity = None
+    intensity: IntensityPreset | str | None = None
     postprocess: bool = True
     probability_map: bool = False
     batch_size: int | None = None

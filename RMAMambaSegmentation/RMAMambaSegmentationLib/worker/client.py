@@ -11,6 +11,7 @@ stderr goes to a log file whose end is quoted when the worker stops unexpectedly
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -182,9 +183,7 @@ def _stop(process: subprocess.Popen, log_path: Path) -> None:
             process.wait(1.0)
         except subprocess.TimeoutExpired:
             process.kill()
-    try:
+    with contextlib.suppress(OSError):
         log_path.unlink()
-    except OSError:
-        pass
 
 

@@ -129,7 +129,8 @@ _described: dict[tuple, WeightsStatus] = {}
 
 def describe_weights_file(path: str | Path | None, expected_variant: str | None = None) -> WeightsStatus:
     """What the panel can say about a weights file without PyTorch: present or not, and its model card (variant,
-    licence, notes). Cached by (path, size, modification time, variant), so repeated calls cost one ``stat``.
+    licence, notes). Cached by path, size and modification time (of the file and its card) and variant, so
+    repeated calls cost two ``stat`` calls.
 
     The checkpoint itself is read and checked (variant, shape, sha256) by the worker when the run starts.
     Never raises for a bad file: the problem is in the returned message.
@@ -144,7 +145,14 @@ def describe_weights_file(path: str | Path | None, expected_variant: str | None 
     except OSError:
         what = "no default weights are installed" if not path else "weights file not found"
         return WeightsStatus(False, f"Weights missing: {what} ({resolved})", path=shown)
-    key = (str(resolved), stat.st_size, stat.st_mtime_ns, expected_variant, bool(path))
+    from ..volume.model_card import model_card_path
+
+    try:
+        card_stat = model_card_path(resolved).stat()
+        card_key: tuple = (card_stat.st_size, card_stat.st_mtime_ns)
+    except OSError:
+        card_key = ()
+    key = (str(resolved), stat.st_size, stat.st_mtime_ns, card_key, expected_variant, bool(path))
     with _describe_lock:
         if key in _described:
             return _described[key]

@@ -1,7 +1,8 @@
 """Keep the last loaded network in memory so that a second run starts at once (held by the worker process).
 
-The cache key is the weights file (resolved path, size, modification time), the expected variant and the device:
-replacing the file on disk or choosing another device loads it again. A cached model that a run moved off its
+The cache key is the weights file (resolved path, size, modification time) and the device: replacing the file on
+disk or choosing another device loads it again; asking for another variant than the cached model's reads the
+file again (which raises the variant mismatch). A cached model that a run moved off its
 device (CUDA out of memory, continued on the CPU) is not handed out under the old key: it is loaded again on the
 asked device. torch is imported only when loading.
 """
@@ -44,10 +45,11 @@ class ModelCache:
         if not path.is_file():
             raise WeightsNotFoundError(f"weights file not found: {path}")
         target = resolve_device(device)
-        key = (*_file_key(path), variant, str(target))
+        key = (*_file_key(path), str(target))
         with self._lock:
-            if key == self._key and self._prepared is not None:
-                if self._prepared.device == target:
+            cached = self._prepared
+            if key == self._key and cached is not None and variant in (None, cached.variant):
+                if cached.device == target:
                     logger.debug("reusing the loaded model %s", path)
                     return self._prepared
                 logger.info("the cached model was moved to %s (out of memory on %s): loading it again on %s",

@@ -234,3 +234,53 @@ def test_default_weights_start_finish_equals_segment(mrml, logic):
     seg = run.finish()
     assert np.array_equal(liver_mask(seg, volume), reference)
     assert seg.GetAttribute("RMAMamba.WeightsFile") == str(MODELS_DIR / DEFAULT_WEIGHTS_NAME)
+
+
+class EditorWidgetStandIn:
+    """The two calls the module's undo hook makes on Slicer's ``qMRMLSegmentEditorWidget`` (a Qt widget, absent
+    headless): ``segmentationNode()`` and ``saveStateForUndo()``, which here keeps a real deep copy of the
+    segmentation, as the editor's undo stack does, so the test can undo."""
+
+    def __init__(self, node) -> None:
+        self.node = node
+        self.states = []
+
+    def segmentationNode(self):  # noqa: N802  (Qt's name)
+        return self.node
+
+    def saveStateForUndo(self) -> None:  # noqa: N802
+        import slicer
+
+        state = slicer.vtkSegmentation()
+        state.DeepCopy(self.node.GetSegmentation())
+        self.states.append(state)
+
+
+def test_segment_editor_undo_hook_restores_the_previous_liver(mrml, t_weights, logic):
+    """The module's hook (``undo.save_editor_state``) runs just before the worker's result replaces the Liver
+    segment that a Segment Editor (a real vtkMRMLSegmentEditorNode) is editing; undoing brings the old one back."""
+    from RMAMambaSegmentationLib.mrml.undo import save_editor_state
+
+    volume = mrml.load_volume(EXAMPLE)
+    seg = SegmentationLogic().segment(volume, weights=t_weights, device="cpu")
+    editor = EditorWidgetStandIn(seg)
+    logic.undoHook = lambda node: save_editor_state(editor, node)
+
+    run = logic.start(volume, weights=t_weights, device="cpu", intensity="CT", segmentationNode=seg, replace=True)
+    assert run.wait(120)
+    run.finish()
+    assert editor.states == []  # no Segment Editor node edits it: no undo state
+    ct_liver = liver_mask(seg, volume)
+
+    editor_node = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+    editor_node.SetAndObserveSegmentationNode(seg)
+    run = logic.start(volume, weights=t_weights, device="cpu", segmentationNode=seg, replace=True)
+    assert run.wait(120)
+    run.finish()
+    assert len(editor.states) == 1
+    mri_liver = liver_mask(seg, volume)
+    assert not np.array_equal(mri_liver, ct_liver)
+
+    seg.GetSegmentation().DeepCopy(editor.states[0])  # what the editor's Undo does
+    assert np.array_equal(liver_mask(seg, volume), ct_liver)  # the state was saved before the write
+    assert save_editor_state(None, seg) is False

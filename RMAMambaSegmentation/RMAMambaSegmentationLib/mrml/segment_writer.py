@@ -136,12 +136,6 @@ def write_liver_mask(segmentation_node, volume_node, mask_kji: np.ndarray, segme
     return segment_id
 
 
-def show_closed_surface(segmentation_node) -> None:
-    """Create the closed-surface representation so the liver appears in 3D views (failure is only logged)."""
-    if not segmentation_node.CreateClosedSurfaceRepresentation():
-        logger.warning("could not create the closed-surface representation of %s", segmentation_node.GetName())
-
-
 def place_beside(node, volume_node) -> None:
     """Put ``node`` in the same subject-hierarchy folder/study as ``volume_node`` (no-op when either has no item,
     as in a scene without Slicer's subject-hierarchy plugins)."""

@@ -216,7 +216,7 @@ def test_tilted_volume_warning_and_probability_come_back(mrml, t_weights, logic)
     import slicer
 
     values = slicer.util.arrayFromVolume(probability)
-    assert values.dtype == np.float32 and 0.0 <= values.min() and values.max() <= 1.0
+    assert values.dtype == np.float32 and values.min() >= 0.0 and values.max() <= 1.0
     assert not run.provenance.postprocessed
     assert np.array_equal(values > run.provenance.threshold, liver_mask(seg, volume))
 
@@ -245,10 +245,10 @@ class EditorWidgetStandIn:
         self.node = node
         self.states = []
 
-    def segmentationNode(self):  # noqa: N802  (Qt's name)
+    def segmentationNode(self):
         return self.node
 
-    def saveStateForUndo(self) -> None:  # noqa: N802
+    def saveStateForUndo(self) -> None:
         import slicer
 
         state = slicer.vtkSegmentation()

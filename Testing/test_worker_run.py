@@ -32,19 +32,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def t_weights(tmp_path_factory):
-    """RMA-Mamba-T with seeded random weights (float16 file) and a model card asking for 64x64 inputs."""
-    import torch
-
-    from RMAMambaSegmentationLib.checkpoints import save_checkpoint
-    from RMAMambaSegmentationLib.network.rma_mamba import build_model
-    from RMAMambaSegmentationLib.volume.model_card import ModelCard, write_model_card
-
-    torch.manual_seed(4)
-    path = tmp_path_factory.mktemp("weights") / "rmamamba_t_worker.pt"
-    save_checkpoint(path, build_model("T"), half=True)
-    write_model_card(path, ModelCard(variant="T", input_size=(64, 64)))
-    return path
+def t_weights(tiny_t_weights):
+    return tiny_t_weights
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
 """3D Slicer module: liver segmentation in abdominal MRI and CT with RMA-Mamba.
 
-Thin by design: the work is done by ``RMAMambaSegmentationLib.SegmentationLogic`` (Qt-free, tested headless); this
-file holds the panel (Widget), the console/scripting wrapper (Logic) and the in-Slicer self-test (Test).
+Thin by design: the work is done by ``RMAMambaSegmentationLib.SegmentationLogic`` (Qt-free, tested headless; the
+panel's runs go to a worker process), the panel's decisions by ``RMAMambaSegmentationLib.panel.controller``; this
+file holds the panel (Widget: binds signals, renders the controller's view), the console/scripting wrapper (Logic)
+and the in-Slicer self-test (Test).
 Nothing heavy is imported at Slicer start-up: PyTorch is checked (and, with the user's consent, installed through
 the PyTorch extension) only when a segmentation is asked for.
 """
@@ -9,6 +11,7 @@ the PyTorch extension) only when a segmentation is asked for.
 import html
 import logging
 import os
+import time
 from typing import Annotated
 
 import qt
@@ -499,6 +502,7 @@ class RMAMambaSegmentationTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Real RMA-Mamba-T from a weights file (seeded random weights, 64x64 input)")
         import tempfile
 
+        import numpy as np
         import torch
 
         from RMAMambaSegmentationLib.checkpoints import file_sha256, save_checkpoint
@@ -518,5 +522,15 @@ class RMAMambaSegmentationTest(ScriptedLoadableModuleTest):
             seg = logic.segment(volume, weights=weights, variant="T", device="cpu")
             self.assertEqual(seg.GetAttribute("RMAMamba.WeightsSHA256"), file_sha256(weights))
             self.assertEqual(seg.GetAttribute("RMAMamba.ModelVariant"), "RMA-Mamba-T")
+
+            self.delayDisplay("The same weights in the worker process (PythonSlicer), as the panel runs them")
+            run = logic.start(volume, weights=weights, variant="T", device="cpu")
+            deadline = time.monotonic() + 300
+            while not run.done and time.monotonic() < deadline:
+                slicer.app.processEvents()
+                time.sleep(0.05)
+            fromWorker = run.finish()
+            logic.shutdown()
+            self.assertTrue(np.array_equal(self.exportedMask(fromWorker, volume), self.exportedMask(seg, volume)))
         logging.info("self-test segmentation: %s mL", seg.GetAttribute("RMAMamba.LiverVolumeMl"))
         self.delayDisplay("Test passed")

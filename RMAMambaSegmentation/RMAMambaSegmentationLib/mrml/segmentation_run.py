@@ -125,6 +125,11 @@ class SegmentationRun:
         return protocol.from_jsonable(self._reply.get("provenance"))
 
     @property
+    def workerPeakMemoryMb(self) -> float | None:
+        """The worker process's peak resident memory (MB) at the end of this run, when the platform says."""
+        return None if self._reply is None else self._reply.get("peak_rss_mb")
+
+    @property
     def modelLoads(self) -> int | None:
         """How many times the worker loaded a model from disk so far (a reused model does not count)."""
         return None if self._reply is None else int(self._reply.get("model_loads", 0))

@@ -64,6 +64,16 @@ def _read_requests(stream: TextIO, requests: queue.Queue) -> None:
     os._exit(0)
 
 
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far in MB (None where the platform does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024.0 if sys.platform != "darwin" else peak / 2**20  # KB on Linux, bytes on macOS
+
+
 def _run(request: dict[str, Any], cache, replies: _Replies) -> None:
     """One segmentation: read the folder's volume, segment, write the mask, reply ``done`` or ``error``."""
     import numpy as np
@@ -90,7 +100,8 @@ def _run(request: dict[str, Any], cache, replies: _Replies) -> None:
         if result.probability is not None:
             np.save(folder / protocol.PROBABILITY_FILE, result.probability)
         replies.send(protocol.DONE, id=run_id, volume_ml=result.volume_ml,
-                     provenance=protocol.to_jsonable(result.provenance), model_loads=cache.loads)
+                     provenance=protocol.to_jsonable(result.provenance), model_loads=cache.loads,
+                     peak_rss_mb=peak_rss_mb())
     except Exception as error:  # every failure is answered; the worker stays up for the next run
         logger.error("run %s failed", run_id, exc_info=True)
         replies.send(protocol.ERROR, id=run_id, error=type(error).__name__, message=str(error),

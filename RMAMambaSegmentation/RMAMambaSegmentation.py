@@ -132,6 +132,7 @@ class RMAMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.cancelButton.connect("clicked(bool)", lambda checked: self.render(self.controller.cancel()))
         self.ui.weightsPathLineEdit.connect("currentPathChanged(QString)", self.onWeightsPathChanged)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.outputSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onOutputChanged)
         # the label follows the text the signal carries (the parameter node may be updated after this slot)
         self.ui.deviceComboBox.connect(
             "currentTextChanged(QString)", lambda text: self.render(self.controller.deviceChanged(text))
@@ -227,6 +228,11 @@ class RMAMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if message:
             slicer.util.errorDisplay(_("Liver segmentation: nothing was changed.") + "\n\n" + message)
 
+    def onOutputChanged(self, node) -> None:
+        """Slicer's Show 3D button acts on the chosen output segmentation (the surface is built when asked)."""
+        self.ui.show3DButton.setSegmentationNode(node)
+        self.ui.show3DButton.enabled = node is not None
+
     @staticmethod
     def rememberedWeights(modelChoice: str) -> str:
         return str(qt.QSettings().value(SETTINGS_WEIGHTS_KEY.format(variant=variantOf(modelChoice)), "") or "")
@@ -287,9 +293,7 @@ class RMAMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self._timer.stop()
             node = self.controller.outputNode
             if node is not None:
-                self._parameterNode.outputSegmentation = node
-                self.ui.show3DButton.setSegmentationNode(node)
-                self.ui.show3DButton.enabled = True
+                self._parameterNode.outputSegmentation = node  # the selector, then the Show 3D button, follow
                 slicer.util.setSliceViewerLayers(background=self._parameterNode.inputVolume, fit=False)
         self.render(self.controller.view())
 

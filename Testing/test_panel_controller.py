@@ -128,6 +128,9 @@ def test_run_states_buttons_and_result(mrml, tiny_t_weights, controller):
     assert done.status.startswith("Done in") and f"on cpu: liver volume {volume_ml} mL." in done.status
     assert done.warnings == [] and done.quality == ""
     assert done.deviceText.endswith("last run on cpu")
+    from RMAMambaSegmentationLib.checkpoints import file_sha256
+
+    assert done.weightsText.endswith(f"licence: test licence (last run: sha256 {file_sha256(tiny_t_weights)[:12]}...)")
     assert controller.takeErrorDialog() is None
 
 

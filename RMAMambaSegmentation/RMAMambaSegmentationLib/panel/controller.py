@@ -88,6 +88,7 @@ class PanelController:
         self._weights = describe_weights_file(None)
         self._deviceText = describe_device_choice("auto")
         self._lastDevice = ""
+        self._lastWeights = ""
         self._started = 0.0
         self._errorDialog: str | None = None
 
@@ -167,6 +168,7 @@ class PanelController:
         self.warnings = [str(w) for w in (_value(provenance, "warnings") or [])]
         self.quality = quality_text(provenance)
         self._lastDevice = str(_value(provenance, "device", "") or "")
+        self._lastWeights = str(_value(provenance, "weights_sha256", "") or "")
         volume_ml = node.GetAttribute("RMAMamba.LiverVolumeMl")
         self.status = f"Done in {elapsed:.1f} s on {self._lastDevice}: liver volume {volume_ml} mL."
         if self.warnings:
@@ -221,7 +223,9 @@ class PanelController:
             ),
             cancelEnabled=self.state is PanelState.RUNNING,
             optionsEnabled=not busy,
-            weightsText=self._weights.message,
+            weightsText=self._weights.message + (
+                f" (last run: sha256 {self._lastWeights[:12]}...)" if self._lastWeights and not busy else ""
+            ),
             weightsOk=self._weights.ok,
             deviceText=device,
             warnings=list(self.warnings),

@@ -50,7 +50,9 @@ def mask_to_oriented_image(mask_kji: np.ndarray, image_to_world: np.ndarray):
     import slicer
     from vtk.util import numpy_support
 
-    mask = np.ascontiguousarray(np.asarray(mask_kji) != 0, dtype=np.uint8)
+    mask = np.asarray(mask_kji)
+    if mask.dtype != np.uint8 or not mask.flags.c_contiguous or (mask.size and int(mask.max()) > 1):
+        mask = np.ascontiguousarray(mask != 0, dtype=np.uint8)  # a 0/1 uint8 mask (the worker's) is used as is
     image = slicer.vtkOrientedImageData()
     image.SetDimensions(*reversed(mask.shape))
     image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(mask.ravel(), deep=True))

@@ -1,15 +1,16 @@
 """3D Slicer module: liver segmentation in abdominal MRI and CT with RMA-Mamba.
 
-Thin by design: the work is done by ``RMAMambaSegmentationLib.SegmentationLogic`` (Qt-free, tested headless); this
-file holds the panel (Widget), the console/scripting wrapper (Logic) and the in-Slicer self-test (Test).
+Thin by design: the work is done by ``RMAMambaSegmentationLib.SegmentationLogic`` (Qt-free, tested headless; the
+panel's runs go to a worker process), the panel's decisions by ``RMAMambaSegmentationLib.panel.controller``; this
+file holds the panel (Widget: binds signals, renders the controller's view), the console/scripting wrapper (Logic)
+and the in-Slicer self-test (Test).
 Nothing heavy is imported at Slicer start-up: PyTorch is checked (and, with the user's consent, installed through
 the PyTorch extension) only when a segmentation is asked for.
 """
 
-import importlib
+import html
 import logging
 import os
-import sys
 import time
 from typing import Annotated
 
@@ -94,22 +95,24 @@ class RMAMambaSegmentationParameterNode:  # Slicer's camelCase names, bound to t
 
 
 class RMAMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """The panel: binds the widgets to the parameter node and turns one click into one logic call."""
+    """The panel: binds Qt signals to the Qt-free ``PanelController`` and shows its ``view()``; nothing else.
+
+    The network runs in a worker process (``SegmentationLogic.start``); a QTimer polls the run.
+    """
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
+        self.controller = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._job = None
-        self._task = None
-        self._startTime = 0.0
         self._timer = None
         self._connectingGui = False
-        self._weightsStatusKey = None
 
     def setup(self) -> None:
+        from RMAMambaSegmentationLib.panel.controller import PanelController
+
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/RMAMambaSegmentation.ui"))
         self.layout.addWidget(uiWidget)
@@ -118,6 +121,7 @@ class RMAMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
 
         self.logic = RMAMambaSegmentationLogic()
         self.logic.undoHook = saveSegmentEditorUndoState
+        self.controller = PanelController(self.logic.core)
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
         self._timer.connect("timeout()", self.onPoll)
@@ -125,17 +129,21 @@ class RMAMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
-        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.cancelButton.connect("clicked(bool)", lambda checked: self.render(self.controller.cancel()))
         self.ui.weightsPathLineEdit.connect("currentPathChanged(QString)", self.onWeightsPathChanged)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
-        self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.updateDeviceInfo)
-        self.ui.progressBar.setVisible(False)
+        self.ui.outputSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onOutputChanged)
+        # the label follows the text the signal carries (the parameter node may be updated after this slot)
+        self.ui.deviceComboBox.connect(
+            "currentTextChanged(QString)", lambda text: self.render(self.controller.deviceChanged(text))
+        )
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        self.cancelRunningTask()
         if self._timer is not None:
             self._timer.stop()
+        if self.controller is not None:
+            self.controller.shutdown()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -145,10 +153,11 @@ class RMAMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event) -> None:
-        self.cancelRunningTask()
+        self._timer.stop()
+        self.controller.abandon()  # kills the worker's run without waiting; nothing is written
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -156,10 +165,14 @@ class RMAMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self.initializeParameterNode()
 
     def onReload(self) -> None:
-        """Developer reload: also reload the library's submodules (``importlib``, not the removed ``imp``)."""
-        self.cancelRunningTask()
-        for name in sorted((n for n in sys.modules if n.startswith("RMAMambaSegmentationLib")), reverse=True):
-            importlib.reload(sys.modules[name])
+        """Developer reload: end the worker, then drop every library module so they are all imported afresh."""
+        from RMAMambaSegmentationLib.panel.reload import unload_library
+
+        if self._timer is not None:
+            self._timer.stop()
+        if self.controller is not None:
+            self.controller.shutdown()
+        unload_library()
         ScriptedLoadableModuleWidget.onReload(self)
 
     # ------------------------------------------------------------------ parameter node
@@ -175,7 +188,7 @@ class RMAMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._connectingGui = True  # filling the combo boxes must not reset the scene's weights path
@@ -183,26 +196,42 @@ class RMAMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                 self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             finally:
                 self._connectingGui = False
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
             self.ui.weightsPathLineEdit.blockSignals(True)
             self.ui.weightsPathLineEdit.currentPath = self._parameterNode.weightsPath
             self.ui.weightsPathLineEdit.blockSignals(False)
-            self.updateWeightsStatus()
-            self.updateButtons()
+            params = self._parameterNode
+            self.render(self.controller.open(hasInput=bool(params.inputVolume), weightsPath=params.weightsPath,
+                                             variant=variantOf(params.model), device=params.device))
 
-    # ------------------------------------------------------------------ panel state
-    def updateButtons(self, caller=None, event=None) -> None:
-        running = self._task is not None
-        ready = bool(self._parameterNode and self._parameterNode.inputVolume)
-        self.ui.applyButton.enabled = ready and not running
-        self.ui.applyButton.toolTip = _("Segment the liver of the input volume.") if ready else _(
-            "Select an input volume first."
-        )
-        self.ui.cancelButton.enabled = running
-        self.ui.progressBar.setVisible(running)
+    def onParameterNodeModified(self, caller=None, event=None) -> None:
+        self.render(self.controller.inputChanged(bool(self._parameterNode and self._parameterNode.inputVolume)))
+
+    # ------------------------------------------------------------------ what is shown
+    def render(self, view) -> None:
+        """Copy the controller's view to the widgets; show its error once, in a dialog."""
+        self.ui.statusLabel.text = view.status
+        self.ui.progressBar.value = view.progress
+        self.ui.progressBar.setVisible(view.progressVisible)
+        self.ui.applyButton.enabled = view.applyEnabled
+        self.ui.applyButton.toolTip = view.applyToolTip
+        self.ui.cancelButton.enabled = view.cancelEnabled
         for widget in (self.ui.inputsCollapsibleButton, self.ui.optionsCollapsibleButton,
                        self.ui.outputsCollapsibleButton):
-            widget.enabled = not running
+            widget.enabled = view.optionsEnabled
+        colour = "green" if view.weightsOk else "red"
+        self.ui.weightsStatusLabel.text = f'<span style="color:{colour}">{html.escape(view.weightsText)}</span>'
+        self.ui.deviceInfoLabel.text = view.deviceText
+        lines = [f"Warning: {w}" for w in view.warnings] + ([view.quality] if view.quality else [])
+        self.ui.warningsLabel.text = "<br>".join(html.escape(line) for line in lines)
+        message = self.controller.takeErrorDialog()
+        if message:
+            slicer.util.errorDisplay(_("Liver segmentation: nothing was changed.") + "\n\n" + message)
+
+    def onOutputChanged(self, node) -> None:
+        """Slicer's Show 3D button acts on the chosen output segmentation (the surface is built when asked)."""
+        self.ui.show3DButton.setSegmentationNode(node)
+        self.ui.show3DButton.enabled = node is not None
 
     @staticmethod
     def rememberedWeights(modelChoice: str) -> str:
@@ -212,56 +241,23 @@ class RMAMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         """Another model: show the weights file last used with it (this slot may run before the binding's)."""
         if not self._parameterNode or self._connectingGui or index < 0:
             return
-        remembered = self.rememberedWeights(self.ui.modelComboBox.currentText)
+        model = self.ui.modelComboBox.currentText
+        remembered = self.rememberedWeights(model)
         self._parameterNode.weightsPath = remembered
         self.ui.weightsPathLineEdit.currentPath = remembered
-        self.updateWeightsStatus()
+        self.render(self.controller.weightsChanged(remembered, variantOf(model)))
 
     def onWeightsPathChanged(self, path: str) -> None:
         if not self._parameterNode:
             return
         self._parameterNode.weightsPath = path
-        key = SETTINGS_WEIGHTS_KEY.format(variant=variantOf(self.ui.modelComboBox.currentText))
-        qt.QSettings().setValue(key, path)
-        self.updateWeightsStatus()
-
-    def updateWeightsStatus(self) -> None:
-        """Say which variant the weights file holds, or why it cannot be used (reads the file safely)."""
-        from RMAMambaSegmentationLib.mrml.runtime_info import torch_available
-
-        if not self._parameterNode:
-            return
-        if not torch_available():
-            self.ui.weightsStatusLabel.text = _(
-                "PyTorch is not installed yet: it is installed (after asking) when you click Segment liver."
-            )
-            self.ui.deviceInfoLabel.text = ""
-            return
-        from RMAMambaSegmentationLib.mrml.runtime_info import inspect_weights
-
-        path = self._parameterNode.weightsPath or None
-        variant = variantOf(self.ui.modelComboBox.currentText or self._parameterNode.model)
-        key = (path, variant, os.path.getmtime(path) if path and os.path.isfile(path) else None)
-        if key == self._weightsStatusKey:
-            return
-        self._weightsStatusKey = key
-        with slicer.util.tryWithErrorDisplay(_("Could not read the weights file."), waitCursor=True):
-            status = inspect_weights(path, variant)
-            colour = "green" if status.ok else "red"
-            self.ui.weightsStatusLabel.text = f'<span style="color:{colour}">{status.message}</span>'
-        self.updateDeviceInfo()
-
-    def updateDeviceInfo(self, index=None) -> None:
-        from RMAMambaSegmentationLib.mrml.runtime_info import describe_device, normalize_device, torch_available
-
-        if self._parameterNode and torch_available():
-            self.ui.deviceInfoLabel.text = describe_device(normalize_device(self._parameterNode.device))
+        model = self.ui.modelComboBox.currentText
+        qt.QSettings().setValue(SETTINGS_WEIGHTS_KEY.format(variant=variantOf(model)), path)
+        self.render(self.controller.weightsChanged(path, variantOf(model)))
 
     # ------------------------------------------------------------------ run
     def onApplyButton(self) -> None:
-        """Check dependencies and inputs, ask before replacing a Liver segment, then start the background run."""
-        if self._task is not None:
-            return
+        """Check PyTorch and the output, ask before replacing a Liver segment, then start the run in the worker."""
         params = self._parameterNode
         if not self.logic.setupPythonRequirements(interactive=True):
             self.ui.statusLabel.text = _("PyTorch is needed to segment. Nothing was changed.")
@@ -277,98 +273,38 @@ class RMAMambaSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             if not slicer.util.confirmYesNoDisplay(question, windowTitle=_("Replace the Liver segment?")):
                 return
             replace = True
-        with slicer.util.tryWithErrorDisplay(_("Cannot start the segmentation."), waitCursor=True):
-            self._job = self.logic.prepare(
-                params.inputVolume,
-                weights=params.weightsPath or None,
-                device=params.device,
-                segmentationNode=output,
-                replace=replace,
-                variant=variantOf(params.model),
-                intensity=params.intensityPreset,
-                postprocess=params.postprocess,
-                probabilityMap=params.probabilityMap,
-            )
-            self.startTask()
-
-    def startTask(self) -> None:
-        from RMAMambaSegmentationLib.mrml.background import BackgroundTask
-
-        job = self._job
-        self._task = BackgroundTask(lambda progress, cancel: self.logic.compute(job, progress=progress, cancel=cancel))
-        self._startTime = time.monotonic()
-        self.ui.progressBar.value = 0
-        self.ui.statusLabel.text = _("Loading the model...")
-        self.updateButtons()
-        self._task.start()
-        self._timer.start()
+        if self.controller.apply(
+            params.inputVolume,
+            weightsPath=params.weightsPath or None,
+            device=self.ui.deviceComboBox.currentText,
+            variant=variantOf(params.model),
+            intensity=params.intensityPreset,
+            postprocess=params.postprocess,
+            probabilityMap=params.probabilityMap,
+            segmentationNode=output,
+            replace=replace,
+        ):
+            self._timer.start()
+        self.render(self.controller.view())
 
     def onPoll(self) -> None:
-        """Main thread, every 100 ms: show progress; when the worker is done, write the result into the scene."""
-        task = self._task
-        if task is None:
+        """Every 100 ms while a run goes on: show its progress; when it ends, show the result."""
+        if self.controller.poll():
             self._timer.stop()
-            return
-        elapsed = time.monotonic() - self._startTime
-        for event in task.poll():
-            self.ui.progressBar.value = round(100 * event.fraction)
-            self.ui.statusLabel.text = f"{event.message} ({elapsed:.0f} s)"
-        if not task.done:
-            return
-        self._timer.stop()
-        job, self._task, self._job = self._job, None, None
-        try:
-            self.finishRun(job, task, elapsed)
-        finally:
-            self.updateButtons()
-
-    def finishRun(self, job, task, elapsed: float) -> None:
-        from RMAMambaSegmentationLib.errors import SegmentationCancelledError
-
-        if isinstance(task.error, SegmentationCancelledError):
-            self.ui.statusLabel.text = _("Cancelled after {seconds:.0f} s: nothing was changed.").format(
-                seconds=elapsed
-            )
-            return
-        with slicer.util.tryWithErrorDisplay(_("Liver segmentation failed; the scene was left as it was."),
-                                             waitCursor=True):
-            try:
-                node = self.logic.apply(job, task.result())
-            except Exception:
-                self.ui.statusLabel.text = _("Failed: see the error message. Nothing was changed.")
-                raise
-            self._parameterNode.outputSegmentation = node
-            slicer.util.setSliceViewerLayers(background=job.volume_node, fit=False)
-            volumeMl = node.GetAttribute("RMAMamba.LiverVolumeMl")
-            device = node.GetAttribute("RMAMamba.Device")
-            self.ui.statusLabel.text = _("Done in {seconds:.1f} s on {device}: liver volume {ml} mL.").format(
-                seconds=time.monotonic() - self._startTime, device=device, ml=volumeMl
-            )
-
-    def onCancelButton(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self.ui.cancelButton.enabled = False
-            self.ui.statusLabel.text = _("Cancelling after the current batch of slices...")
-
-    def cancelRunningTask(self) -> None:
-        """Stop a running inference and forget it (scene close, reload, module cleanup): nothing is written."""
-        if self._task is not None:
-            self._task.cancel()
-            self._task.wait(30.0)
-            self._task, self._job = None, None
-        if self._timer is not None:
-            self._timer.stop()
+            node = self.controller.outputNode
+            if node is not None:
+                self._parameterNode.outputSegmentation = node  # the selector, then the Show 3D button, follow
+                slicer.util.setSliceViewerLayers(background=self._parameterNode.inputVolume, fit=False)
+        self.render(self.controller.view())
 
 
 def saveSegmentEditorUndoState(segmentationNode) -> None:
-    """Undo hook: ask the Segment Editor module's widget to save a state (only called when it edits the node)."""
+    """Undo hook: the Segment Editor module's widget saves a state (only called when an editor edits the node)."""
+    from RMAMambaSegmentationLib.mrml.undo import save_editor_state
+
     editorModule = getattr(slicer.modules, "segmenteditor", None)
-    if editorModule is None:
-        return
-    editorWidget = editorModule.widgetRepresentation().self().editor
-    if editorWidget.segmentationNode() is segmentationNode:
-        editorWidget.saveStateForUndo()
+    editorWidget = editorModule.widgetRepresentation().self().editor if editorModule is not None else None
+    save_editor_state(editorWidget, segmentationNode)
 
 
 #
@@ -412,7 +348,7 @@ class RMAMambaSegmentationLogic(ScriptedLoadableModuleLogic):
         ``interactive=True`` asks the user before installing; otherwise nothing is installed and a RuntimeError
         says what to do. ``mamba-ssm`` (optional CUDA kernels) is never installed automatically.
         """
-        from RMAMambaSegmentationLib.mrml.runtime_info import torch_available
+        from RMAMambaSegmentationLib.worker.runtime_info import torch_available
 
         if torch_available():
             return True
@@ -461,17 +397,18 @@ class RMAMambaSegmentationLogic(ScriptedLoadableModuleLogic):
         self.setupPythonRequirements(interactive=False)
         return self.core.segmentFiles(paths, outputFolder, **options)
 
-    def prepare(self, volumeNode, **kwargs):
-        """Step 1 of a non-blocking run (main thread): validate and copy the voxels."""
-        return self.core.prepare(volumeNode, **kwargs)
+    def start(self, volumeNode, **kwargs):
+        """Non-blocking run in the worker process: see ``RMAMambaSegmentationLib.SegmentationLogic.start``.
 
-    def compute(self, job, **kwargs):
-        """Step 2 (worker thread): the network; touches no MRML."""
-        return self.core.compute(job, **kwargs)
+        Returns a run: ``run.poll()``, ``run.done``, ``run.cancel()``, ``run.finish()`` (main thread).
+        """
+        self.setupPythonRequirements(interactive=False)
+        return self.core.start(volumeNode, **kwargs)
 
-    def apply(self, job, result):
-        """Step 3 (main thread): write the Liver segment; returns the segmentation node."""
-        return self.core.apply(job, result)
+    def shutdown(self) -> None:
+        """End the worker process (it also exits by itself after a few idle minutes)."""
+        if self._core is not None:
+            self._core.shutdown()
 
 
 #
@@ -569,6 +506,7 @@ class RMAMambaSegmentationTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Real RMA-Mamba-T from a weights file (seeded random weights, 64x64 input)")
         import tempfile
 
+        import numpy as np
         import torch
 
         from RMAMambaSegmentationLib.checkpoints import file_sha256, save_checkpoint
@@ -588,5 +526,15 @@ class RMAMambaSegmentationTest(ScriptedLoadableModuleTest):
             seg = logic.segment(volume, weights=weights, variant="T", device="cpu")
             self.assertEqual(seg.GetAttribute("RMAMamba.WeightsSHA256"), file_sha256(weights))
             self.assertEqual(seg.GetAttribute("RMAMamba.ModelVariant"), "RMA-Mamba-T")
+
+            self.delayDisplay("The same weights in the worker process (PythonSlicer), as the panel runs them")
+            run = logic.start(volume, weights=weights, variant="T", device="cpu")
+            deadline = time.monotonic() + 300
+            while not run.done and time.monotonic() < deadline:
+                slicer.app.processEvents()
+                time.sleep(0.05)
+            fromWorker = run.finish()
+            logic.shutdown()
+            self.assertTrue(np.array_equal(self.exportedMask(fromWorker, volume), self.exportedMask(seg, volume)))
         logging.info("self-test segmentation: %s mL", seg.GetAttribute("RMAMamba.LiverVolumeMl"))
         self.delayDisplay("Test passed")

@@ -128,3 +128,20 @@ def exported_segment(segmentation_node, volume_node, segment_id: str):
     shape = tuple(reversed(merged.GetDimensions()))
     mask = numpy_support.vtk_to_numpy(merged.GetPointData().GetScalars()).reshape(shape) != 0
     return mask, np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+@pytest.fixture(scope="session")
+def tiny_t_weights(tmp_path_factory) -> Path:
+    """RMA-Mamba-T with seeded random weights (float16 file) and a model card asking for 64x64 inputs: the real
+    network, fast enough for the worker-process tests."""
+    import torch
+
+    from RMAMambaSegmentationLib.checkpoints import save_checkpoint
+    from RMAMambaSegmentationLib.network.rma_mamba import build_model
+    from RMAMambaSegmentationLib.volume.model_card import ModelCard, write_model_card
+
+    torch.manual_seed(4)
+    path = tmp_path_factory.mktemp("weights") / "rmamamba_t_tiny.pt"
+    save_checkpoint(path, build_model("T"), half=True)
+    write_model_card(path, ModelCard(variant="T", input_size=(64, 64), licence="test licence"))
+    return path

@@ -17,9 +17,9 @@ from conftest import DATA, PROJECT_ROOT
 from RMAMambaSegmentationLib import load_checkpoint, segment_image
 from RMAMambaSegmentationLib.checkpoints import MODELS_DIR, default_weights_path, file_sha256
 from RMAMambaSegmentationLib.cli import main
-from RMAMambaSegmentationLib.mrml.runtime_info import inspect_weights
 from RMAMambaSegmentationLib.training.metrics import overlap_scores
 from RMAMambaSegmentationLib.volume.model_card import read_model_card
+from RMAMambaSegmentationLib.worker.runtime_info import inspect_weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -128,7 +128,7 @@ def test_module_script_structure(script_tree):
         assert base in {ast.unparse(b) for b in _class(script_tree, name).bases}
     logic_methods = {n.name for n in _class(script_tree, "RMAMambaSegmentationLogic").body
                      if isinstance(n, ast.FunctionDef)}
-    assert {"segment", "segmentFiles", "setupPythonRequirements", "prepare", "compute", "apply"} <= logic_methods
+    assert {"segment", "segmentFiles", "setupPythonRequirements", "start", "shutdown"} <= logic_methods
     test_methods = {n.name for n in _class(script_tree, "RMAMambaSegmentationTest").body
                     if isinstance(n, ast.FunctionDef)}
     assert "runTest" in test_methods and sum(m.startswith("test_") for m in test_methods) >= 3
@@ -146,17 +146,42 @@ def test_module_script_structure(script_tree):
 
 
 def test_widget_calls_match_the_library_signature(script_tree):
-    """Keywords the panel passes to logic.prepare exist in SegmentationLogic.prepare (and so in segment)."""
+    """The panel starts runs through the controller only, with keywords its ``apply`` takes; the controller's
+    options reach ``SegmentationLogic.start``, whose keywords are those of ``segment`` (less cancel/model)."""
     from RMAMambaSegmentationLib.mrml.segmentation_logic import SegmentationLogic
+    from RMAMambaSegmentationLib.panel.controller import PanelController
 
-    calls = [node for node in ast.walk(_class(script_tree, "RMAMambaSegmentationWidget"))
-             if isinstance(node, ast.Call) and ast.unparse(node.func) == "self.logic.prepare"]
-    assert len(calls) == 1
-    keywords = {k.arg for k in calls[0].keywords}
-    prepare = set(inspect.signature(SegmentationLogic.prepare).parameters)
+    widget = _class(script_tree, "RMAMambaSegmentationWidget")
+    calls = [node for node in ast.walk(widget) if isinstance(node, ast.Call)]
+    names = {ast.unparse(node.func) for node in calls}
+    assert not {"self.logic.prepare", "self.logic.compute", "self.logic.apply", "self.logic.segment"} & names
+    applies = [node for node in calls if ast.unparse(node.func) == "self.controller.apply"]
+    assert len(applies) == 1
+    keywords = {k.arg for k in applies[0].keywords}
+    accepted = set(inspect.signature(PanelController.apply).parameters) - {"self"}
+    required = {name for name, p in inspect.signature(PanelController.apply).parameters.items()
+                if p.default is inspect.Parameter.empty and p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert required <= keywords <= accepted
+    start = set(inspect.signature(SegmentationLogic.start).parameters)
     segment = set(inspect.signature(SegmentationLogic.segment).parameters)
-    assert keywords <= prepare and prepare - {"self"} <= segment
-    assert {"weights", "device", "segmentationNode", "replace", "progress", "cancel"} <= segment
+    assert start - {"self"} <= segment and segment - start == {"cancel", "model"}
+    assert {"weights", "device", "segmentationNode", "replace", "progress", "options"} <= start
+
+
+def test_widget_only_renders_the_controller_view(script_tree):
+    """Every field of the controller's PanelView is shown by the Widget's render(), and the timer slot polls."""
+    from dataclasses import fields
+
+    from RMAMambaSegmentationLib.panel.controller import PanelView
+
+    render = next(n for n in ast.walk(_class(script_tree, "RMAMambaSegmentationWidget"))
+                  if isinstance(n, ast.FunctionDef) and n.name == "render")
+    used = {n.attr for n in ast.walk(render) if isinstance(n, ast.Attribute)
+            and isinstance(n.value, ast.Name) and n.value.id == "view"}
+    assert used == {f.name for f in fields(PanelView)} - {"state"}
+    source = ast.unparse(_class(script_tree, "RMAMambaSegmentationWidget"))
+    assert "self.controller.poll()" in source and "unload_library()" in source
+    assert "importlib.reload" not in source and ".wait(" not in source  # Reload / scene close never wait
 
 
 def _files_under(folder: Path) -> set[str]:
@@ -239,3 +264,18 @@ def test_self_test_data_is_the_shared_example():
     shipped = MODULE_DIR / "Resources" / "Testing" / "example_mr_sm.nii.gz"
     digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (shipped, TOTALSEG / "example_mr_sm.nii.gz")]
     assert digest[0] == digest[1]
+
+
+def test_every_library_import_of_the_module_script_resolves(script_tree):
+    """The script cannot be imported here, so each ``from RMAMambaSegmentationLib... import name`` it makes (most
+    inside functions, run only in Slicer) is resolved against the library: a moved or renamed name fails here."""
+    import importlib
+
+    imports = [node for node in ast.walk(script_tree)
+               if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("RMAMambaSegmentationLib")]
+    assert imports, "the module script is expected to use the library"
+    for node in imports:
+        module = importlib.import_module(node.module)
+        for alias in node.names:
+            assert hasattr(module, alias.name) or importlib.util.find_spec(f"{node.module}.{alias.name}"), (
+                f"line {node.lineno}: {node.module} has no {alias.name}")

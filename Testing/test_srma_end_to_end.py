@@ -66,7 +66,16 @@ def test_headless_logic_gives_the_same_mask(mrml, srma_weights, cli_mask) -> Non
     seg = logic.segment(volume, weights=srma_weights, variant="SRMA", device="cpu")
     assert seg.GetAttribute(provenance.MODEL_VARIANT) == "SRMA-Mamba"
     exported, _ = exported_segment(seg, volume, SegmentationLogic.liverSegmentId(seg))
-    assert np.array_equal(exported, logic.lastResult.mask != 0)
+    # The panel's path (worker process) gives the same mask as the console's blocking call.
+    run = logic.start(volume, weights=srma_weights, variant="SRMA", device="cpu")
+    try:
+        assert run.wait(300), "the worker did not finish"
+        worker_seg = run.finish()
+    finally:
+        logic.shutdown()
+    assert worker_seg.GetAttribute(provenance.MODEL_VARIANT) == "SRMA-Mamba"
+    worker_mask, _ = exported_segment(worker_seg, volume, SegmentationLogic.liverSegmentId(worker_seg))
+    assert np.array_equal(worker_mask, exported)
     # Slicer stores this NIfTI with its slice order reversed: compare the two masks in patient space.
     spacing, origin, direction = lps_geometry(ijk_to_ras(volume))
     logic_mask = sitk.GetImageFromArray(exported.astype(np.uint8))

@@ -30,11 +30,10 @@ from torch import nn
 from .errors import CheckpointError, VariantMismatchError, WeightsNotFoundError
 from .network.rma_mamba import RMAMamba, build_model
 from .registry import SRMA, normalise_variant
+from .weights_location import DEFAULT_WEIGHTS_NAME, MODELS_DIR
 
 logger = logging.getLogger(__name__)
 
-MODELS_DIR = Path(__file__).resolve().parent / "models"
-DEFAULT_WEIGHTS_NAME = "rmamamba_t_chaos_t2spir.pt"
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights", "params")
 _STRIPPED_PREFIXES = ("module.", "_orig_mod.", "model.")
 _VMAMBA_RENAMES = (

@@ -29,3 +29,8 @@ class SegmentationCancelledError(RMAMambaError):
 
 class InputFileError(RMAMambaError, OSError):
     """An input file or folder is missing or cannot be read as a medical image."""
+
+
+class WorkerStoppedError(RMAMambaError, RuntimeError):
+    """The segmentation worker process stopped before answering (killed for memory, a CUDA error, a crash);
+    nothing was changed, and the next run starts a fresh worker."""

@@ -1,1 +1,1 @@
-"""MRML side: write the liver mask into Slicer segmentation nodes (no Qt)."""
+"""MRML side (no Qt): validate volume nodes, start runs, write the liver mask into Slicer segmentation nodes."""

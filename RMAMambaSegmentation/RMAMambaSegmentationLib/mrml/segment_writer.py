@@ -50,7 +50,9 @@ def mask_to_oriented_image(mask_kji: np.ndarray, image_to_world: np.ndarray):
     import slicer
     from vtk.util import numpy_support
 
-    mask = np.ascontiguousarray(np.asarray(mask_kji) != 0, dtype=np.uint8)
+    mask = np.asarray(mask_kji)
+    if mask.dtype != np.uint8 or not mask.flags.c_contiguous or (mask.size and int(mask.max()) > 1):
+        mask = np.ascontiguousarray(mask != 0, dtype=np.uint8)  # a 0/1 uint8 mask (the worker's) is used as is
     image = slicer.vtkOrientedImageData()
     image.SetDimensions(*reversed(mask.shape))
     image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(mask.ravel(), deep=True))
@@ -134,12 +136,6 @@ def write_liver_mask(segmentation_node, volume_node, mask_kji: np.ndarray, segme
             segmentation.RemoveSegment(segment_id)
         raise SegmentationWriteError("Slicer could not write the liver mask into the segmentation")
     return segment_id
-
-
-def show_closed_surface(segmentation_node) -> None:
-    """Create the closed-surface representation so the liver appears in 3D views (failure is only logged)."""
-    if not segmentation_node.CreateClosedSurfaceRepresentation():
-        logger.warning("could not create the closed-surface representation of %s", segmentation_node.GetName())
 
 
 def place_beside(node, volume_node) -> None:

@@ -13,14 +13,22 @@ Console example (Slicer's Python console)::
     # run again into the same node, replacing only its "Liver" segment:
     logic.segment(volume, weights="rmamamba_t.pt", segmentationNode=seg, replace=True)
 
-A run has three steps, so that a GUI can keep its event loop free:
+Two ways to run:
 
-1. :meth:`SegmentationLogic.prepare` (main thread): validate everything, copy the voxels; raises before any change.
-2. :meth:`SegmentationLogic.compute` (any thread): the network on numpy arrays; touches no MRML.
-3. :meth:`SegmentationLogic.apply` (main thread): write the Liver segment (and optional probability volume) in one
-   short step; on error the scene is restored.
+* :meth:`SegmentationLogic.segment` -- blocking, in this process (console, scripts, batch).
+* :meth:`SegmentationLogic.start` -- returns a :class:`~.segmentation_run.SegmentationRun` at once; the network
+  runs in a worker process (:mod:`RMAMambaSegmentationLib.worker`) that keeps the loaded model between runs. The
+  panel polls ``run.poll()`` from a timer and calls ``run.finish()`` (main thread) to write the result::
 
-:meth:`SegmentationLogic.segment` runs the three in a row (blocking).
+      run = logic.start(volume, weights="rmamamba_t.pt", device="auto")
+      while not run.done:
+          events = run.poll()          # new progress events
+      seg = run.finish()               # or SegmentationCancelledError / WorkerStoppedError, scene unchanged
+      logic.shutdown()                 # ends the worker (else it exits after a few idle minutes)
+
+Both validate everything first (:meth:`SegmentationLogic.prepare`: raises before any change) and write the result
+in one short main-thread step (:meth:`SegmentationLogic.apply`: on error the scene is restored). The options of a
+run are one :class:`~RMAMambaSegmentationLib.volume.run_options.RunOptions`.
 """
 
 from __future__ import annotations
@@ -33,20 +41,20 @@ from typing import Any
 
 import numpy as np
 
+from .. import weights_location
 from ..callbacks import CancelCheck, ProgressCallback
-from ..errors import InvalidImageError, WeightsNotFoundError
+from ..errors import InvalidImageError, SegmentationCancelledError, WeightsNotFoundError
 from ..registry import normalise_variant
-from ..volume.intensity import IntensityPreset
+from ..volume.run_options import RunOptions
+from ..worker.model_cache import ModelCache
+from ..worker.runtime_info import normalize_device
 from . import provenance
-from .model_cache import ModelCache
 from .probability_volume import add_probability_volume
-from .runtime_info import normalize_device
 from .segment_writer import (
     SegmentationWriteError,
     create_segmentation_node,
     place_beside,
     prepare_existing_segmentation,
-    show_closed_surface,
     write_liver_mask,
 )
 from .terminology import find_liver_segment_id
@@ -59,7 +67,7 @@ logger = logging.getLogger(__name__)
 #: Node reference from the segmentation node to its optional probability volume.
 PROBABILITY_REFERENCE_ROLE = "RMAMambaProbability"
 #: Part of the progress bar left for writing into the scene.
-_WRITE_SHARE = 0.05
+WRITE_SHARE = 0.05
 
 
 @dataclass
@@ -70,24 +78,26 @@ class SegmentationJob:
     array: np.ndarray
     spacing: tuple[float, float, float]
     direction: tuple[float, ...]
-    weights: Path | None
-    variant: str | None
-    device: str
-    intensity: str | None
-    postprocess: bool
-    probability_map: bool
-    batch_size: int | None
+    options: RunOptions
     segmentation_node: Any = None
     replace: bool = False
     model: Any = None
+
+    @property
+    def weights(self) -> Path | None:
+        return self.options.weights_path
 
 
 def _resolve_weights(weights: str | Path | None) -> Path:
     """The weights file to load: ``weights`` or the default one; WeightsNotFoundError when it does not exist."""
     if weights is None or str(weights).strip() == "":
-        from ..checkpoints import default_weights_path
-
-        return Path(default_weights_path())
+        path = weights_location.MODELS_DIR / weights_location.DEFAULT_WEIGHTS_NAME  # torch-free
+        if not path.is_file():
+            raise WeightsNotFoundError(
+                f"no default weights are installed ({path} does not exist); choose a weights file in the panel, "
+                "or pass weights=... from the console"
+            )
+        return path
     path = Path(weights).expanduser()
     if not path.is_file():
         raise WeightsNotFoundError(
@@ -95,6 +105,20 @@ def _resolve_weights(weights: str | Path | None) -> Path:
             "weights=... from the console."
         )
     return path
+
+
+def _options(options: RunOptions | None, *, weights, device, variant, intensity, postprocess, probabilityMap,
+             batchSize) -> RunOptions:
+    """The run's :class:`RunOptions` from the logic's keywords, or ``options`` when given (then the keywords must
+    keep their defaults)."""
+    given = RunOptions(weights=None if weights is None else str(weights), device=device, variant=variant,
+                       intensity=intensity, postprocess=postprocess, probability_map=probabilityMap,
+                       batch_size=batchSize)
+    if options is None:
+        return given
+    if given != RunOptions():
+        raise TypeError("pass the run options either as options=RunOptions(...) or as keywords, not both")
+    return options
 
 
 def _segment_label(variant: str | None) -> str:
@@ -114,11 +138,16 @@ class SegmentationLogic:
     Usage: ``SegmentationLogic().segment(volumeNode, weights="rmamamba_t.pt")`` returns the segmentation node.
     """
 
-    def __init__(self, *, undoHook: UndoHook | None = None, modelCache: ModelCache | None = None) -> None:
+    def __init__(self, *, undoHook: UndoHook | None = None, modelCache: ModelCache | None = None,
+                 workerOptions: dict[str, Any] | None = None) -> None:
         self.undoHook = undoHook
+        #: Networks loaded by the blocking :meth:`segment` (runs started with :meth:`start` use the worker's cache).
         self.modelCache = modelCache if modelCache is not None else ModelCache()
-        #: ``ArraySegmentation`` of the last successful run (mask, probability, volume, provenance).
-        self.lastResult: Any = None
+        #: Keywords for :class:`~RMAMambaSegmentationLib.worker.client.WorkerProcess` (``python``,
+        #: ``idle_timeout_s``, ``env``): tests and scripts only.
+        self.workerOptions = dict(workerOptions or {})
+        self._worker = None
+        self._run = None
 
     # ---------------------------------------------------------------- blocking API
     def segment(
@@ -137,8 +166,9 @@ class SegmentationLogic:
         probabilityMap: bool = False,
         batchSize: int | None = None,
         model: Any = None,
+        options: RunOptions | None = None,
     ):
-        """Segment the liver of ``volumeNode`` and return the ``vtkMRMLSegmentationNode`` holding it.
+        """Segment the liver of ``volumeNode`` in this process and return the ``vtkMRMLSegmentationNode`` holding it.
 
         Args:
             volumeNode: a 3D ``vtkMRMLScalarVolumeNode`` (abdominal MRI or CT) in a scene.
@@ -155,6 +185,7 @@ class SegmentationLogic:
             probabilityMap: also add a float volume with the liver probability (0-1).
             batchSize: slices per network call (None = automatic).
             model: a ready ``torch.nn.Module`` (or ``PreparedModel``) to use instead of loading ``weights``.
+            options: all the run options as one :class:`RunOptions` (then leave the separate option keywords out).
 
         Returns:
             The segmentation node, with one "Liver" segment (SNOMED CT 10200004) and ``RMAMamba.*`` provenance
@@ -167,25 +198,76 @@ class SegmentationLogic:
             SegmentationCancelledError: ``cancel()`` returned True (nothing was changed).
             SegmentationWriteError: Slicer refused the write (nothing was changed).
         """
-        job = self.prepare(
-            volumeNode,
-            weights=weights,
-            device=device,
-            segmentationNode=segmentationNode,
-            replace=replace,
-            variant=variant,
-            intensity=intensity,
-            postprocess=postprocess,
-            probabilityMap=probabilityMap,
-            batchSize=batchSize,
-            model=model,
-        )
+        options = _options(options, weights=weights, device=device, variant=variant, intensity=intensity,
+                           postprocess=postprocess, probabilityMap=probabilityMap, batchSize=batchSize)
+        job = self.prepare(volumeNode, options=options, segmentationNode=segmentationNode, replace=replace,
+                           model=model)
         result = self.compute(job, progress=progress, cancel=cancel)
         if cancel is not None and cancel():
-            from ..errors import SegmentationCancelledError
-
             raise SegmentationCancelledError("segmentation cancelled; the scene was not changed")
         return self.apply(job, result, progress=progress)
+
+    # ---------------------------------------------------------------- non-blocking API (worker process)
+    def start(
+        self,
+        volumeNode,
+        *,
+        weights: str | Path | None = None,
+        device: str = "auto",
+        segmentationNode=None,
+        replace: bool = False,
+        progress: ProgressCallback | None = None,
+        variant: str | None = None,
+        intensity: str | None = None,
+        postprocess: bool = True,
+        probabilityMap: bool = False,
+        batchSize: int | None = None,
+        options: RunOptions | None = None,
+    ):
+        """Start segmenting ``volumeNode`` in the worker process and return a ``SegmentationRun`` at once.
+
+        Same options as :meth:`segment` (a network object cannot be sent: use a weights file). Every check of
+        :meth:`segment` that needs no network runs here and raises before anything changes; the voxels are written
+        to a temporary folder for the worker. ``progress(fraction, message)``, when given, is called by
+        ``run.poll()`` on the caller's thread. Then: ``run.poll()``, ``run.done``, ``run.cancel()``,
+        ``run.finish()`` (writes the result; main thread).
+        """
+        from .segmentation_run import SegmentationRun
+
+        if self._run is not None and not self._run.done:
+            raise RuntimeError("a segmentation is already running: cancel it or wait for it to finish")
+        options = _options(options, weights=weights, device=device, variant=variant, intensity=intensity,
+                           postprocess=postprocess, probabilityMap=probabilityMap, batchSize=batchSize)
+        job = self.prepare(volumeNode, options=options, segmentationNode=segmentationNode, replace=replace,
+                           copy=False)
+        self._run = SegmentationRun(self, job, self._ensure_worker(), progress=progress)
+        return self._run
+
+    def _ensure_worker(self):
+        from ..worker.client import WorkerProcess
+
+        if self._worker is None or not self._worker.alive:
+            self._worker = WorkerProcess(**self.workerOptions)
+        return self._worker
+
+    def _forget_worker(self, worker) -> None:
+        """Called by a run whose worker was killed or stopped: the next run starts a new one."""
+        if self._worker is worker:
+            self._worker = None
+
+    @property
+    def workerProcessId(self) -> int | None:
+        """The pid of the running worker process, or None."""
+        return self._worker.pid if self._worker is not None and self._worker.alive else None
+
+    def shutdown(self, wait: float = 0.0) -> None:
+        """End the worker process (a running run is cancelled); never blocks longer than ``wait`` seconds."""
+        if self._run is not None and not self._run.done:
+            self._run.cancel()
+        self._run = None
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.close(wait_s=wait)
 
     def segmentFiles(self, paths: Iterable[str | Path], outputFolder: str | Path, **options) -> list[dict]:
         """Segment image files (NIfTI, NRRD, MHA, DICOM folders) without loading them into the scene.
@@ -201,37 +283,25 @@ class SegmentationLogic:
         return segment_files([str(p) for p in paths], str(outputFolder), **options)
 
     # ---------------------------------------------------------------- step 1: main thread
-    def prepare(
-        self,
-        volumeNode,
-        *,
-        weights: str | Path | None = None,
-        device: str = "auto",
-        segmentationNode=None,
-        replace: bool = False,
-        variant: str | None = None,
-        intensity: str | None = None,
-        postprocess: bool = True,
-        probabilityMap: bool = False,
-        batchSize: int | None = None,
-        model: Any = None,
-    ) -> SegmentationJob:
-        """Check the inputs and copy the voxels (main thread); raises :meth:`segment`'s errors before any change."""
+    def prepare(self, volumeNode, *, options: RunOptions | None = None, segmentationNode=None, replace: bool = False,
+                model: Any = None, copy: bool = True) -> SegmentationJob:
+        """Check the inputs and take the voxels (main thread); raises :meth:`segment`'s errors before any change.
+
+        ``copy=False`` keeps a view of the node's voxels (the worker path writes them to a file at once).
+        """
         from ..volume.validation import validate_array
 
         validate_volume_node(volumeNode)
-        if variant is not None:
-            variant = normalise_variant(variant)
-            if variant not in ("T", "S", "SRMA"):
-                raise ValueError(f"unknown model variant {variant!r}: use 'T', 'S' or 'SRMA'")
-        if intensity is not None:
-            IntensityPreset.from_name(intensity)  # raises "unknown intensity preset ..." before any change
-        if batchSize is not None and int(batchSize) < 1:
-            raise ValueError(f"batchSize must be at least 1, got {batchSize}")
-        weights_path = _resolve_weights(weights) if model is None else (Path(weights) if weights else None)
+        options = (options if options is not None else RunOptions()).checked()
+        if model is None:
+            weights_path: Path | None = _resolve_weights(options.weights)
+        else:
+            weights_path = options.weights_path
+        options = RunOptions.build(options, weights=None if weights_path is None else str(weights_path),
+                                   device=normalize_device(options.device))
         if segmentationNode is not None:
             prepare_existing_segmentation(segmentationNode, volumeNode, replace=replace)
-        array = volume_array(volumeNode)
+        array = volume_array(volumeNode, copy=copy)
         validate_array(array)
         spacing, _origin, direction = lps_geometry(ijk_to_ras(volumeNode))
         return SegmentationJob(
@@ -239,68 +309,57 @@ class SegmentationLogic:
             array=array,
             spacing=spacing,
             direction=direction,
-            weights=weights_path,
-            variant=None if variant is None else str(variant).upper(),
-            device=normalize_device(device),
-            intensity=intensity,
-            postprocess=bool(postprocess),
-            probability_map=bool(probabilityMap),
-            batch_size=None if batchSize is None else int(batchSize),
+            options=options,
             segmentation_node=segmentationNode,
             replace=bool(replace),
             model=model,
         )
 
-    # ---------------------------------------------------------------- step 2: any thread, no MRML
+    # ---------------------------------------------------------------- step 2: this process, no MRML
     def compute(self, job: SegmentationJob, *, progress: ProgressCallback | None = None,
                 cancel: CancelCheck | None = None):
-        """Run the network on the job's voxels; returns an ``ArraySegmentation`` (mask, probability, provenance).
+        """Run the network on the job's voxels in this process; returns an ``ArraySegmentation``.
 
-        Touches no MRML node, so it may run in a worker thread. Raises SegmentationCancelledError when
-        ``cancel()`` turns True (checked between batches), and the weights errors of :meth:`segment`.
+        Touches no MRML node. Raises SegmentationCancelledError when ``cancel()`` turns True (checked between
+        batches), and the weights errors of :meth:`segment`.
         """
         from ..volume.inference import segment_array
 
+        options = job.options
         if job.model is not None:
-            model, weights = job.model, job.weights
+            model = job.model
         else:
-            model, weights = self.modelCache.get(job.weights, variant=job.variant, device=job.device), None
+            model = self.modelCache.get(job.weights, variant=options.variant, device=options.device)
+            options = RunOptions.build(options, weights=None)
 
         def scaled(fraction: float, message: str) -> None:
             if progress is not None:
-                progress((1.0 - _WRITE_SHARE) * fraction, message)
+                progress((1.0 - WRITE_SHARE) * fraction, message)
 
-        return segment_array(
-            job.array,
-            spacing=job.spacing,
-            direction=job.direction,
-            weights=weights,
-            model=model,
-            device=job.device,
-            batch_size=job.batch_size,
-            postprocess=job.postprocess,
-            progress=scaled,
-            cancel=cancel,
-            intensity=job.intensity,
-        )
+        return segment_array(job.array, spacing=job.spacing, direction=job.direction, options=options, model=model,
+                             progress=scaled, cancel=cancel)
 
     # ---------------------------------------------------------------- step 3: main thread
     def apply(self, job: SegmentationJob, result, *, progress: ProgressCallback | None = None):
-        """Write ``result`` into the scene (main thread) and return the segmentation node.
+        """Write ``result`` (mask, optional probability, liver volume, provenance) into the scene (main thread) and
+        return the segmentation node.
 
         Either everything is written (Liver segment, provenance, optional probability volume) or, on error, the
-        nodes created here are removed and a replaced Liver segment is restored.
+        nodes created here are removed and a replaced Liver segment is restored. The 3D surface is not built here
+        (Slicer's "Show 3D" button builds it when the user asks).
         """
         volume = job.volume_node
         if volume.GetScene() is None:
             raise InvalidImageError(f'the input volume "{volume.GetName()}" was removed from the scene during the run')
         if progress is not None:
-            progress(1.0 - _WRITE_SHARE, "writing the Liver segment")
+            progress(1.0 - WRITE_SHARE, "writing the Liver segment")
         scene = volume.GetScene()
         created: list[Any] = []
         restore = None
         try:
-            if job.probability_map:
+            if job.options.probability_map:
+                if result.probability is None:
+                    raise SegmentationWriteError("the run did not return the probability map that was asked for")
                 name = f"{volume.GetName()} liver probability"
                 created.append(add_probability_volume(volume, result.probability, name))
             if job.segmentation_node is None:
@@ -322,14 +381,14 @@ class SegmentationLogic:
             for new_node in reversed(created):
                 scene.RemoveNode(new_node)
             raise
-        if job.probability_map:
+        if job.options.probability_map:
             node.SetNodeReferenceID(PROBABILITY_REFERENCE_ROLE, created[0].GetID())
         self._record_provenance(node, segment_id, job, result)
-        show_closed_surface(node)
         for new_node in created:
             place_beside(new_node, volume)
-        self.lastResult = result
         logger.info("liver segmented in %s: %.1f mL (%s)", volume.GetName(), result.volume_ml, node.GetName())
+        for warning in getattr(result.provenance, "warnings", None) or ():
+            logger.warning("%s: %s", volume.GetName(), warning)
         if progress is not None:
             progress(1.0, f"done: liver {result.volume_ml:.1f} mL")
         return node
@@ -339,7 +398,7 @@ class SegmentationLogic:
         from .. import __version__
 
         info = result.provenance
-        variant = info.variant or job.variant
+        variant = info.variant or job.options.variant
         values = {
             provenance.MODEL_VARIANT: _segment_label(variant) if variant else "unknown",
             provenance.WEIGHTS_SHA256: info.weights_sha256 or "unknown (model given in code)",

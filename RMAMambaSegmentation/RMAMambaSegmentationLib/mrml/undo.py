@@ -44,3 +44,16 @@ def save_undo_state(segmentation_node, hook: UndoHook | None) -> bool:
         logger.warning("could not save a Segment Editor undo state before writing the liver", exc_info=True)
         return False
     return True
+
+
+def save_editor_state(editor_widget, segmentation_node) -> bool:
+    """The Slicer module's hook body: ask a Segment Editor widget (``qMRMLSegmentEditorWidget``: its
+    ``segmentationNode()`` and ``saveStateForUndo()``) to save an undo state when it edits ``segmentation_node``.
+    True when a state was saved."""
+    if editor_widget is None:
+        return False
+    edited = editor_widget.segmentationNode()
+    if edited is None or edited.GetID() != segmentation_node.GetID():
+        return False
+    editor_widget.saveStateForUndo()
+    return True

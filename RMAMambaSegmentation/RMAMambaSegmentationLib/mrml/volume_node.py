@@ -79,13 +79,18 @@ def validate_volume_node(volume_node) -> None:
         raise InvalidImageError(f"{_describe(volume_node)} has a degenerate geometry (zero spacing or direction).")
 
 
-def volume_array(volume_node) -> np.ndarray:
-    """A copy of the voxels as a ``(k, j, i)`` array of the node's scalar type."""
+def volume_array(volume_node, copy: bool = True) -> np.ndarray:
+    """The voxels as a ``(k, j, i)`` array of the node's scalar type: a copy, or with ``copy=False`` a read-only
+    view of the node's image data (valid while the node keeps that image)."""
     from vtk.util import numpy_support
 
     image = volume_node.GetImageData()
     flat = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
-    return flat.reshape(tuple(reversed(image.GetDimensions()))).copy()
+    array = flat.reshape(tuple(reversed(image.GetDimensions())))
+    if copy:
+        return array.copy()
+    array.flags.writeable = False
+    return array
 
 
 def lps_geometry(matrix_ijk_to_ras: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:

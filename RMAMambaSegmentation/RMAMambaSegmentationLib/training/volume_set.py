@@ -67,7 +67,7 @@ def _nonzero_box(image: np.ndarray) -> tuple[slice, ...]:
 
 
 def _pad_to(array: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    missing = [max(0, int(w) - n) for n, w in zip(array.shape, size)]  # noqa: B905 (Python 3.9)
+    missing = [max(0, int(w) - n) for n, w in zip(array.shape, size)]
     if not any(missing):
         return array
     return np.pad(array, [(m // 2, m - m // 2) for m in missing])
@@ -95,7 +95,7 @@ class VolumeSet:
             box = _nonzero_box(case.image)
             image, mask = _pad_to(case.image[box], size), _pad_to(case.mask[box], size)
             corner = self._corner(mask, size, generator, foreground_p)
-            window = tuple(slice(c, c + int(w)) for c, w in zip(corner, size))  # noqa: B905 (Python 3.9)
+            window = tuple(slice(c, c + int(w)) for c, w in zip(corner, size))
             patch, target = image[window], mask[window]
             if augment:
                 flips = [a for a in range(3) if float(torch.rand((), generator=generator)) < 0.5]
@@ -112,14 +112,14 @@ class VolumeSet:
     @staticmethod
     def _corner(mask: np.ndarray, size: Sequence[int], generator: torch.Generator,
                 foreground_p: float) -> list[int]:
-        limits = [n - int(w) for n, w in zip(mask.shape, size)]  # noqa: B905 (Python 3.9)
+        limits = [n - int(w) for n, w in zip(mask.shape, size)]
         if float(torch.rand((), generator=generator)) < foreground_p:
             foreground = np.flatnonzero(mask)
             if foreground.size:
                 pick = int(foreground[int(torch.randint(foreground.size, (), generator=generator))])
                 centre = np.unravel_index(pick, mask.shape)
                 return [min(max(int(c) - int(w) // 2, 0), limit)
-                        for c, w, limit in zip(centre, size, limits)]  # noqa: B905 (Python 3.9)
+                        for c, w, limit in zip(centre, size, limits)]
         return [int(torch.randint(limit + 1, (), generator=generator)) for limit in limits]
 
 

@@ -9,6 +9,7 @@ Modules (one concept each):
 * ``model_card`` / ``model_loading`` / ``devices`` -- what a checkpoint expects, loading it, where it runs.
 * ``postprocessing`` -- largest 3D component and slice-wise hole filling.
 * ``inference`` -- ``segment_image`` (SimpleITK) and ``segment_array`` (numpy + geometry, for the Slicer logic).
+* ``run_options`` -- ``RunOptions``: the options of one run as one object (torch-free).
 * ``image_io`` / ``seg_nrrd`` / ``png`` / ``overlay`` -- reading inputs, writing ``.seg.nrrd`` and the PNG overlay.
 * ``batch`` / ``progress_bar`` -- ``segment_files`` for many inputs (``rmamamba segment``) and its console bar.
 """

@@ -305,7 +305,8 @@ def _run_case(
         progress(0.0, "reading")
         image = read_case(case)
         result = segment_image(image, model=prepared, batch_size=batch_size, postprocess=postprocess,
-                               progress=progress, cancel=cancel, intensity=intensity)
+                               progress=progress, cancel=cancel, intensity=intensity,
+                               probability="probability" in outputs)
         progress(1.0, "writing")
         write_case_outputs(image, result, outputs)
     except SegmentationCancelledError:

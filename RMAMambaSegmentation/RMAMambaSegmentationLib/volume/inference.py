@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -40,6 +41,7 @@ from RMAMambaSegmentationLib.volume.preprocessing import (
     resize_logits_back,
     slices_to_network_input,
 )
+from RMAMambaSegmentationLib.volume.run_options import RunOptions
 from RMAMambaSegmentationLib.volume.validation import validate_array, validate_geometry, validate_image
 
 logger = logging.getLogger(__name__)
@@ -74,7 +76,7 @@ class ArraySegmentation:
     """Result of :func:`segment_array`: arrays in the input's ``(k, j, i)`` order."""
 
     mask: np.ndarray  # uint8, 0/1
-    probability: np.ndarray  # float32 in [0, 1], before post-processing
+    probability: np.ndarray | None  # float32 in [0, 1], before post-processing; None unless asked for
     volume_ml: float
     provenance: Provenance
 
@@ -84,7 +86,7 @@ class SegmentationResult:
     """Result of :func:`segment_image`: SimpleITK images in exactly the input's grid."""
 
     mask: sitk.Image  # uint8, 0/1
-    probability: sitk.Image  # float32 in [0, 1], before post-processing
+    probability: sitk.Image | None  # float32 in [0, 1], before post-processing; None with probability=False
     volume_ml: float
     provenance: Provenance
 
@@ -223,27 +225,30 @@ def segment_array(
     *,
     spacing: Sequence[float],
     direction: Sequence[float] | np.ndarray,
-    weights: str | Path | None = None,
+    options: RunOptions | None = None,
     model: torch.nn.Module | PreparedModel | None = None,
-    device: str | torch.device | None = "auto",
-    batch_size: int | None = None,
-    postprocess: bool = True,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
-    intensity: IntensityPreset | str | None = None,
-    window_size: Sequence[int] | None = None,
-    overlap: float | None = None,
+    **keywords: Any,
 ) -> ArraySegmentation:
     """Segment a ``(k, j, i)`` array (SimpleITK / MRML order) with spacing (i, j, k) in mm and an LPS direction.
 
+    ``options`` (:class:`RunOptions`) say which weights, device, intensity preset, batch size, post-processing and
+    whether to keep the probability; keywords named after its fields (``weights=``, ``device=``, ``batch_size=``,
+    ``postprocess=``, ``intensity=``, ``probability_map=``) override them. ``model`` (a module or
+    ``PreparedModel``) is used instead of loading ``options.weights``. The whole-volume probability is only
+    allocated when ``probability_map`` is True (else ``ArraySegmentation.probability`` is None).
+
     Raises InvalidImageError for an input that cannot be segmented, CheckpointError / WeightsNotFoundError for
     weights, SegmentationCancelledError when ``cancel()`` returns True (checked between batches).
-    3D-window models of the registry (SRMA-Mamba) go to :mod:`.window_inference`; ``window_size`` (i, j, k) and
-    ``overlap`` override their sliding window.
+    3D-window models of the registry (SRMA-Mamba) go to :mod:`.window_inference`; ``options.window_size`` (i, j, k)
+    and ``options.overlap`` override their sliding window.
     """
+    options = RunOptions.build(options, **keywords).checked()
+    window_size, overlap = options.window_size, options.overlap
+    weights, device, batch_size = options.weights, options.device, options.batch_size
+    postprocess, intensity = options.postprocess, options.intensity
     started = time.perf_counter()
-    if batch_size is not None and int(batch_size) < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     array = np.asarray(array)
     if array.dtype == bool:
         array = array.view(np.uint8)
@@ -263,7 +268,7 @@ def segment_array(
 
         return segment_array_windows(array, spacing=spacing, direction=direction, prepared=prepared, entry=entry,
                                      batch_size=batch_size, postprocess=postprocess, progress=progress,
-                                     cancel=cancel, started=started)
+                                     cancel=cancel, started=started, probability_map=options.probability_map)
     card = prepared.card
     preset = resolve_intensity(intensity, card)
     input_size = card.input_size if card is not None else NETWORK_INPUT_SIZE
@@ -278,9 +283,11 @@ def segment_array(
     warnings: list[str] = []
     if reorientation.is_oblique:
         warnings.append(f"oblique volume ({reorientation.oblique_deg:.1f} degrees): closest axes used")
-    # Outputs are allocated once in the input's order; the axial views below write into them (no extra copy).
-    probability = np.empty(array.shape, dtype=np.float32)
-    probability_stack = reorientation.to_axial(probability)
+    # The mask is written batch by batch in the axial stack; the float probability only exists when asked for
+    # (allocated once in the input's order, written through its axial view: no extra copy).
+    mask_stack = np.empty(stack.shape, dtype=np.uint8)
+    probability = np.empty(array.shape, dtype=np.float32) if options.probability_map else None
+    probability_stack = reorientation.to_axial(probability) if probability is not None else None
     prepared.module.eval()
     _report(progress, 0.0, f"segmenting {n_slices} slices on {_device_label(prepared.device)}")
     start = 0
@@ -289,7 +296,7 @@ def segment_array(
             _check_cancel(cancel)
             stop = min(start + batch, n_slices)
             try:
-                probability_stack[start:stop] = _predict_batch(
+                batch_probability = _predict_batch(
                     prepared, apply_bounds(_batch_slices(stack, start, stop, context_slices), lo, hi), input_size,
                     context_slices,
                 )
@@ -298,12 +305,14 @@ def segment_array(
                     raise
                 batch = _recover_from_oom(prepared, batch, warnings)
                 continue
+            np.greater(batch_probability, threshold, out=mask_stack[start:stop].view(bool))
+            if probability_stack is not None:
+                probability_stack[start:stop] = batch_probability
             start = stop
             _report(progress, _INFERENCE_SHARE * stop / n_slices, f"slices {stop}/{n_slices}")
     _check_cancel(cancel)
 
     _report(progress, _INFERENCE_SHARE, "post-processing" if postprocess else "thresholding")
-    mask_stack = (probability_stack > threshold).astype(np.uint8)
     if postprocess:
         mask_stack = postprocess_mask(mask_stack)
     _check_cancel(cancel)
@@ -342,34 +351,34 @@ def segment_image(
     intensity: IntensityPreset | str | None = None,
     window_size: Sequence[int] | None = None,
     overlap: float | None = None,
+    probability: bool = True,
 ) -> SegmentationResult:
     """Segment the liver in a 3D scalar SimpleITK image.
 
     ``model``: any module mapping (B, 3, H, W) in [0, 1] to (B, 1, H, W) logits; else ``weights`` (a checkpoint
     path); else the default weights. ``intensity``: ``"MRI"``, ``"CT"`` or an :class:`IntensityPreset`; None
     takes it from the model card beside the weights, else MRI (SRMA-Mamba always uses its z-score). Returns the
-    uint8 mask and float32 probability in exactly the input's grid, and the liver volume in mL. SRMA-Mamba
-    (a 3D model) runs in sliding windows: ``window_size`` (i, j, k) and ``overlap`` override 224x224x64 / 0.25.
+    uint8 mask and (unless ``probability=False``) the float32 probability in exactly the input's grid, and the
+    liver volume in mL. SRMA-Mamba (a 3D model) runs in sliding windows: ``window_size`` (i, j, k) and ``overlap``
+    override 224x224x64 / 0.25.
     """
     validate_image(image)
-    array = sitk.GetArrayViewFromImage(image)
+    options = RunOptions(weights=None if weights is None else str(weights), device=device, intensity=intensity,
+                         postprocess=postprocess, probability_map=probability, batch_size=batch_size,
+                         window_size=None if window_size is None else tuple(window_size), overlap=overlap)
     result = segment_array(
-        array,
+        sitk.GetArrayViewFromImage(image),
         spacing=image.GetSpacing(),
         direction=image.GetDirection(),
-        weights=weights,
+        options=options,
         model=model,
-        device=device,
-        batch_size=batch_size,
-        postprocess=postprocess,
         progress=progress,
         cancel=cancel,
-        intensity=intensity,
-        window_size=window_size,
-        overlap=overlap,
     )
     mask = sitk.GetImageFromArray(result.mask)
     mask.CopyInformation(image)
-    probability = sitk.GetImageFromArray(result.probability)
-    probability.CopyInformation(image)
-    return SegmentationResult(mask, probability, result.volume_ml, result.provenance)
+    probability_image = None
+    if result.probability is not None:
+        probability_image = sitk.GetImageFromArray(result.probability)
+        probability_image.CopyInformation(image)
+    return SegmentationResult(mask, probability_image, result.volume_ml, result.provenance)

@@ -22,20 +22,41 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     return tuple(box)
 
 
+def _largest_component_in_box(mask: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray] | None:
+    """``(box, component)``: the largest face-connected component of ``mask``, cropped to its own bounding box
+    (uint8 0/1), or None for an empty mask. Ties keep the smallest label (first in array order).
+
+    Only the labels image (4 bytes per voxel of the mask's box) is as large as the mask's box: stray false
+    positives far from the liver widen that box, but everything after it works on the component's box.
+    """
+    box = bounding_box(mask != 0)
+    if box is None:
+        return None
+    binary = sitk.GetImageFromArray(np.ascontiguousarray(mask[box] != 0, dtype=np.uint8))
+    labels_image = sitk.ConnectedComponent(binary, False)
+    del binary
+    labels = sitk.GetArrayViewFromImage(labels_image)
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    best = int(np.argmax(counts))
+    statistics = sitk.LabelShapeStatisticsImageFilter()
+    statistics.Execute(labels_image)
+    x, y, z, size_x, size_y, size_z = statistics.GetBoundingBox(best)
+    inner = (slice(z, z + size_z), slice(y, y + size_y), slice(x, x + size_x))
+    component = np.equal(labels[inner], best).view(np.uint8)
+    outer = tuple(slice(box[a].start + inner[a].start, box[a].start + inner[a].stop) for a in range(3))
+    return outer, component
+
+
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest face-connected 3D component of a binary mask (uint8 0/1; empty stays empty).
 
     Ties between equally large components keep the one with the smallest label (first in array order).
     """
     out = np.zeros(mask.shape, dtype=np.uint8)
-    box = bounding_box(mask != 0)
-    if box is None:
-        return out
-    binary = np.ascontiguousarray(mask[box] != 0, dtype=np.uint8)
-    labels = sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray(binary), False))
-    counts = np.bincount(labels.ravel())
-    counts[0] = 0
-    out[box] = labels == int(np.argmax(counts))
+    found = _largest_component_in_box(mask)
+    if found is not None:
+        out[found[0]] = found[1]
     return out
 
 
@@ -54,5 +75,14 @@ def fill_holes_slicewise(stack: np.ndarray) -> np.ndarray:
 
 
 def postprocess_mask(stack: np.ndarray) -> np.ndarray:
-    """Largest 3D component, then slice-wise hole filling, on an axial stack ``(n_slices, rows, cols)``."""
-    return fill_holes_slicewise(largest_component(stack))
+    """Largest 3D component, then slice-wise hole filling, on an axial stack ``(n_slices, rows, cols)``.
+
+    The hole filling runs on the component's bounding box only (holes cannot reach outside it), so besides the
+    returned mask the memory used follows the liver's size, not the volume's.
+    """
+    out = np.zeros(stack.shape, dtype=np.uint8)
+    found = _largest_component_in_box(stack)
+    if found is not None:
+        box, component = found
+        out[box] = fill_holes_slicewise(component)
+    return out

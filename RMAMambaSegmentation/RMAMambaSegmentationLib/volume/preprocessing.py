@@ -13,8 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-#: The network's input size (rows, columns) in the official training.
-NETWORK_INPUT_SIZE = (256, 256)
+from RMAMambaSegmentationLib.volume.model_card import NETWORK_INPUT_SIZE  # defined beside the card (torch-free)
 
 
 def resize_slices(

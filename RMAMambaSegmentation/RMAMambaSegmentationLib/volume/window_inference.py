@@ -159,8 +159,10 @@ def segment_array_windows(
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
     started: float | None = None,
+    probability_map: bool = True,
 ):
-    """Segment a validated (k, j, i) array with a 3D-window model; returns ``inference.ArraySegmentation``."""
+    """Segment a validated (k, j, i) array with a 3D-window model; returns ``inference.ArraySegmentation``
+    (its ``probability`` is None unless ``probability_map``)."""
     from RMAMambaSegmentationLib.volume import inference
 
     started = time.perf_counter() if started is None else started
@@ -187,7 +189,8 @@ def segment_array_windows(
     if cancel is not None and cancel():
         raise SegmentationCancelledError("segmentation cancelled; nothing was produced")
     mask = np.ascontiguousarray(from_network_axes(mask_ijk, reorientation))
-    probability = np.ascontiguousarray(from_network_axes(probability_ijk, reorientation))
+    probability = np.ascontiguousarray(from_network_axes(probability_ijk, reorientation)) if probability_map else None
+    del probability_ijk
     volume_ml = float(np.count_nonzero(mask)) * inference.voxel_volume_ml(spacing, direction)
     lo, hi = mean - DISPLAY_STDS * std, mean + DISPLAY_STDS * std
     warnings = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from RMAMambaSegmentationLib.mrml.runtime_info import (
+from RMAMambaSegmentationLib.worker.runtime_info import (
     describe_device,
     inspect_weights,
     mamba_ssm_available,
@@ -70,7 +70,53 @@ def test_devices():
         assert describe_device("auto").startswith("CPU")
         assert "none is usable" in describe_device("cuda")
     assert torch_available()
-    assert isinstance(mamba_ssm_available(), bool)
+
+
+def test_mamba_ssm_is_detected_without_importing_it(tmp_path, monkeypatch):
+    """Absent here (the pure-PyTorch scan is used); a package of that name on the path is found, not imported."""
+    import importlib
+    import sys
+
+    if importlib.util.find_spec("mamba_ssm") is None:
+        assert mamba_ssm_available() is False
+    package = tmp_path / "mamba_ssm"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise RuntimeError('imported')\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    assert mamba_ssm_available() is True
+    assert "mamba_ssm" not in sys.modules
+
+
+def test_panel_weights_label_reads_only_the_card(s_weights, tmp_path):
+    """describe_weights_file: variant and licence from the model card, mismatch and missing files said plainly,
+    the result cached until the file or its card changes."""
+    import os
+    import shutil
+
+    from RMAMambaSegmentationLib.volume.model_card import ModelCard, model_card_path, write_model_card
+    from RMAMambaSegmentationLib.worker.runtime_info import describe_weights_file
+
+    weights = tmp_path / "mine.pt"
+    shutil.copy(s_weights, weights)
+    no_card = describe_weights_file(weights, "S")
+    assert no_card.ok and "no model card" in no_card.message
+    write_model_card(weights, ModelCard(variant="S", licence="CC BY 4.0"))
+    os.utime(model_card_path(weights), ns=(1, 1))  # a different card mtime than any earlier one
+    status = describe_weights_file(weights, "S")
+    assert status.ok and status.variant == "S" and status.message == "RMA-Mamba-S weights (mine.pt); licence: CC BY 4.0"
+    assert describe_weights_file(weights, "S") is status  # cached
+    mismatch = describe_weights_file(weights, "T")
+    assert not mismatch.ok
+    assert mismatch.message.startswith("Variant mismatch: the model card of mine.pt says RMA-Mamba-S")
+    write_model_card(weights, ModelCard(variant="T"))
+    os.utime(model_card_path(weights), ns=(2, 2))
+    assert describe_weights_file(weights, "T").ok  # the new card is read
+    missing = describe_weights_file(tmp_path / "gone.pt", "T")
+    assert not missing.ok and missing.message.startswith("Weights missing: weights file not found")
+    (tmp_path / "bad.pt").write_bytes(b"x")
+    (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
+    assert describe_weights_file(tmp_path / "bad.pt").message.startswith("Unusable weights: model card")
 
 
 def test_default_weights_are_named_with_their_licence(s_weights, tmp_path, monkeypatch):

@@ -1,0 +1,185 @@
+"""What the panel shows before a run: the weights' variant, licence and problems, the compute device.
+
+Qt-free. :func:`describe_weights_file` and :func:`describe_device_choice` never import torch and never read the
+checkpoint (the panel calls them on open and on every path change); :func:`inspect_weights`, :func:`describe_device`
+and :func:`cuda_device_name` import torch and read the whole file (command line, the worker, tests).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CheckpointError, VariantMismatchError, WeightsNotFoundError
+
+logger = logging.getLogger(__name__)
+
+VARIANT_LABELS = {"T": "RMA-Mamba-T", "S": "RMA-Mamba-S"}
+
+
+@dataclass(frozen=True)
+class WeightsStatus:
+    """Result of :func:`inspect_weights`: ``ok`` is True when the file can be used for ``expected_variant``."""
+
+    ok: bool
+    message: str
+    variant: str | None = None
+    path: str | None = None
+    sha256: str | None = None
+
+
+def torch_available() -> bool:
+    """True when the ``torch`` package is installed (without importing it)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def mamba_ssm_available() -> bool:
+    """True when the optional ``mamba-ssm`` CUDA kernels are installed (without importing them)."""
+    return importlib.util.find_spec("mamba_ssm") is not None
+
+
+def cuda_device_name() -> str | None:
+    """Name of the first CUDA GPU (e.g. "NVIDIA RTX A4000"), or None without a usable GPU."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return str(torch.cuda.get_device_name(0))
+    except Exception:  # a broken driver must not break the panel
+        logger.debug("CUDA query failed", exc_info=True)
+    return None
+
+
+def describe_device(device: str) -> str:
+    """A sentence for the status line: where ``device`` ("auto", "cpu", "cuda"/"gpu") will run, and how."""
+    choice = str(device).lower()
+    gpu = cuda_device_name()
+    if choice == "cpu" or (choice == "auto" and gpu is None):
+        return "CPU (pure-PyTorch selective scan)"
+    if gpu is None:
+        return "GPU requested but none is usable: CPU will be used"
+    kernels = "mamba-ssm CUDA kernels" if mamba_ssm_available() else "pure-PyTorch selective scan (mamba-ssm absent)"
+    return f"GPU {gpu} ({kernels})"
+
+
+def normalize_device(device: str | None) -> str:
+    """``"gpu"`` -> ``"cuda"``; None -> ``"auto"``; other values unchanged (lower case)."""
+    choice = "auto" if device is None else str(device).strip().lower()
+    return "cuda" if choice == "gpu" else choice
+
+
+def inspect_weights(path: str | Path | None, expected_variant: str | None = None) -> WeightsStatus:
+    """Read a weights file (safely) and say whether it fits ``expected_variant`` ("T"/"S", None = any).
+
+    ``path`` None means the default weights shipped with the extension. Never raises for a bad file: the
+    problem is in the returned message.
+    """
+    from ..checkpoints import default_weights_path, load_checkpoint
+
+    try:
+        resolved = Path(path) if path else default_weights_path()
+        checkpoint = load_checkpoint(resolved, variant=expected_variant)
+    except VariantMismatchError as error:
+        return WeightsStatus(False, f"Variant mismatch: {error}", path=str(path) if path else None)
+    except WeightsNotFoundError as error:
+        return WeightsStatus(False, f"Weights missing: {error}", path=str(path) if path else None)
+    except CheckpointError as error:
+        return WeightsStatus(False, f"Unusable weights: {error}", path=str(path) if path else None)
+    from ..volume.model_card import read_model_card
+
+    label = VARIANT_LABELS.get(checkpoint.variant, checkpoint.variant)
+    message = f"{'Default ' if not path else ''}{label} weights (sha256 {checkpoint.sha256[:12]}...)"
+    try:
+        card = read_model_card(resolved)
+    except CheckpointError:
+        card = None
+    if card is not None and card.notes and not path:
+        message += f". {card.notes.rstrip('.')}"  # what the shipped model is and is not
+    if card is not None and card.licence:
+        message += f"; licence: {card.licence}"
+    return WeightsStatus(
+        True,
+        message,
+        variant=checkpoint.variant,
+        path=str(resolved),
+        sha256=checkpoint.sha256,
+    )
+
+
+#: What each device choice means, said without asking PyTorch (the panel shows it before any run).
+DEVICE_CHOICE_TEXT = {
+    "auto": "auto: a GPU when PyTorch finds one, else the CPU (the device used is shown after the run)",
+    "cpu": "CPU (pure-PyTorch selective scan)",
+    "cuda": "CUDA GPU (falls back to the CPU when none is usable)",
+}
+
+
+def describe_device_choice(choice: str | None) -> str:
+    """A sentence for the device label from the choice itself (torch-free, so it can follow the combo box at once)."""
+    key = normalize_device(choice)
+    return DEVICE_CHOICE_TEXT.get(key, key)
+
+
+_describe_lock = threading.Lock()
+_described: dict[tuple, WeightsStatus] = {}
+
+
+def describe_weights_file(path: str | Path | None, expected_variant: str | None = None) -> WeightsStatus:
+    """What the panel can say about a weights file without PyTorch: present or not, and its model card (variant,
+    licence, notes). Cached by path, size and modification time (of the file and its card) and variant, so
+    repeated calls cost two ``stat`` calls.
+
+    The checkpoint itself is read and checked (variant, shape, sha256) by the worker when the run starts.
+    Never raises for a bad file: the problem is in the returned message.
+    """
+    from ..volume.model_card import read_model_card
+    from ..weights_location import DEFAULT_WEIGHTS_NAME, MODELS_DIR
+
+    resolved = Path(path).expanduser() if path else MODELS_DIR / DEFAULT_WEIGHTS_NAME
+    shown = str(path) if path else None
+    try:
+        stat = resolved.stat()
+    except OSError:
+        what = "no default weights are installed" if not path else "weights file not found"
+        return WeightsStatus(False, f"Weights missing: {what} ({resolved})", path=shown)
+    from ..volume.model_card import model_card_path
+
+    try:
+        card_stat = model_card_path(resolved).stat()
+        card_key: tuple = (card_stat.st_size, card_stat.st_mtime_ns)
+    except OSError:
+        card_key = ()
+    key = (str(resolved), stat.st_size, stat.st_mtime_ns, card_key, expected_variant, bool(path))
+    with _describe_lock:
+        if key in _described:
+            return _described[key]
+    try:
+        card = read_model_card(resolved)
+    except CheckpointError as error:
+        status = WeightsStatus(False, f"Unusable weights: {error}", path=shown)
+    else:
+        status = _status_from_card(resolved, card, expected_variant, default=not path)
+    with _describe_lock:
+        _described[key] = status
+    return status
+
+
+def _status_from_card(path: Path, card, expected_variant: str | None, *, default: bool) -> WeightsStatus:
+    prefix = "Default " if default else ""
+    if card is None:
+        return WeightsStatus(True, f"{prefix}weights {path.name} (no model card: the variant is checked when the "
+                                   "run starts)", path=str(path))
+    label = VARIANT_LABELS.get(card.variant, card.variant)
+    if expected_variant is not None and card.variant.upper() != str(expected_variant).upper():
+        expected = VARIANT_LABELS.get(str(expected_variant).upper(), expected_variant)
+        return WeightsStatus(False, f"Variant mismatch: the model card of {path.name} says {label}, not {expected}",
+                             variant=card.variant, path=str(path))
+    message = f"{prefix}{label} weights ({path.name})"
+    if card.notes and default:
+        message += f". {card.notes.rstrip('.')}"
+    if card.licence:
+        message += f"; licence: {card.licence}"
+    return WeightsStatus(True, message, variant=card.variant, path=str(path))

@@ -39,6 +39,8 @@ from RMAMambaSegmentationLib.volume.preprocessing import (
     resize_logits_back,
     slices_to_network_input,
 )
+from RMAMambaSegmentationLib.volume.quality import QualityVerdict, assess
+from RMAMambaSegmentationLib.volume.scan_check import ScanInfo, check_scan, missing_card_warning
 from RMAMambaSegmentationLib.volume.validation import validate_array, validate_geometry, validate_image
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ class Provenance:
     oblique_deg: float = 0.0
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    quality: QualityVerdict | None = None
 
 
 @dataclass
@@ -121,12 +124,7 @@ def resolve_intensity(intensity: IntensityPreset | str | None, card: ModelCard |
         modality_only = str(intensity).strip().upper() in MODALITY_NAMES
         if card.intensity.name.upper() == preset.name.upper() and (modality_only or card.intensity.kind == preset.kind):
             return card.intensity
-        logger.warning(
-            "the weights' model card says they were trained with the %s preset; using %s as asked",
-            card.intensity.label,
-            preset.label,
-        )
-    return preset
+    return preset  # a preset other than the card's: scan_check.scan_warnings says so
 
 
 def _check_cancel(cancel: CancelCheck | None) -> None:
@@ -228,8 +226,14 @@ def segment_array(
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
     intensity: IntensityPreset | str | None = None,
+    scan: ScanInfo | None = None,
+    strict: bool = False,
 ) -> ArraySegmentation:
     """Segment a ``(k, j, i)`` array (SimpleITK / MRML order) with spacing (i, j, k) in mm and an LPS direction.
+
+    ``scan``: what the file says about the scan (DICOM modality, description), compared with the model card before
+    the network runs; mismatches become ``provenance.warnings`` (ScanMismatchError with ``strict``). Every result
+    gets a quality verdict (``provenance.quality``, :mod:`quality`).
 
     Raises InvalidImageError for an input that cannot be segmented, CheckpointError / WeightsNotFoundError for
     weights, SegmentationCancelledError when ``cancel()`` returns True (checked between batches).
@@ -251,13 +255,17 @@ def segment_array(
     input_size = card.input_size if card is not None else NETWORK_INPUT_SIZE
     threshold = card.threshold if card is not None else 0.5
     context_slices = card.context_slices if card is not None else 0
+    warnings = check_scan(array, preset, card, scan, strict=strict)
+    if card is None and prepared.weights_path is not None and intensity is None:
+        warnings.insert(0, missing_card_warning(prepared.weights_path, preset))
+    for warning in warnings:
+        logger.warning("%s", warning)
     lo, hi = preset.bounds(array)
     logger.debug("intensity preset %s: [%g, %g] -> [0, 1]", preset.name, lo, hi)
 
     stack = reorientation.to_axial(array)
     n_slices = stack.shape[0]
     batch = int(batch_size) if batch_size is not None else auto_batch_size(prepared.device, input_size)
-    warnings: list[str] = []
     if reorientation.is_oblique:
         warnings.append(f"oblique volume ({reorientation.oblique_deg:.1f} degrees): closest axes used")
     # Outputs are allocated once in the input's order; the axial views below write into them (no extra copy).
@@ -289,6 +297,10 @@ def segment_array(
     if postprocess:
         mask_stack = postprocess_mask(mask_stack)
     _check_cancel(cancel)
+    quality = assess(probability_stack, mask_stack, threshold=threshold, voxel_ml=voxel_volume_ml(spacing, direction),
+                     slice_spacing_mm=float(spacing[2 - reorientation.axes[0]]))
+    if not quality.ok:
+        logger.warning("quality check: %s", "; ".join(quality.reasons))
     mask = np.ascontiguousarray(reorientation.from_axial(mask_stack))
     volume_ml = float(np.count_nonzero(mask)) * voxel_volume_ml(spacing, direction)
     provenance = Provenance(
@@ -306,6 +318,7 @@ def segment_array(
         oblique_deg=reorientation.oblique_deg,
         seconds=time.perf_counter() - started,
         warnings=warnings,
+        quality=quality,
     )
     _report(progress, 1.0, f"done: liver {volume_ml:.1f} mL")
     return ArraySegmentation(mask, probability, volume_ml, provenance)
@@ -322,13 +335,15 @@ def segment_image(
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
     intensity: IntensityPreset | str | None = None,
+    strict: bool = False,
 ) -> SegmentationResult:
     """Segment the liver in a 3D scalar SimpleITK image.
 
     ``model``: any module mapping (B, 3, H, W) in [0, 1] to (B, 1, H, W) logits; else ``weights`` (a checkpoint
     path); else the default weights. ``intensity``: ``"MRI"``, ``"CT"`` or an :class:`IntensityPreset`; None
     takes it from the model card beside the weights, else MRI. Returns the uint8 mask and float32 probability in
-    exactly the input's grid, and the liver volume in mL.
+    exactly the input's grid, and the liver volume in mL. The image's DICOM tags (modality, series description),
+    when it has them, are checked against the model card (``strict``: a mismatch is an error).
     """
     validate_image(image)
     array = sitk.GetArrayViewFromImage(image)
@@ -344,6 +359,8 @@ def segment_image(
         progress=progress,
         cancel=cancel,
         intensity=intensity,
+        scan=ScanInfo.from_image(image),
+        strict=strict,
     )
     mask = sitk.GetImageFromArray(result.mask)
     mask.CopyInformation(image)

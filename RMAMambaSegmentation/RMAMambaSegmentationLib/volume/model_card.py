@@ -35,6 +35,8 @@ class ModelCard:
     context_slices: int = 0
     orientation: str = ORIENTATION_CONVENTION
     threshold: float = 0.5
+    modality: str = ""  # what the weights were trained on, as a DICOM Modality code: "MR", "CT" ("" unknown)
+    sequence: str = ""  # for MR, the sequence ("T2-SPIR", "T1 in-phase"...; "" unknown)
     training: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     licence: str = ""
@@ -49,6 +51,8 @@ class ModelCard:
             "context_slices": self.context_slices,
             "orientation": self.orientation,
             "threshold": self.threshold,
+            "modality": self.modality,
+            "sequence": self.sequence,
             "training": self.training,
             "provenance": self.provenance,
             "licence": self.licence,
@@ -73,6 +77,8 @@ class ModelCard:
             context_slices=int(context),
             orientation=str(data.get("orientation", ORIENTATION_CONVENTION)),
             threshold=float(data.get("threshold", 0.5)),
+            modality=str(data.get("modality") or ""),
+            sequence=str(data.get("sequence") or ""),
             training=dict(data.get("training") or {}),
             provenance=dict(data.get("provenance") or {}),
             licence=str(data.get("licence", "")),

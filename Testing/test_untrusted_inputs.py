@@ -24,6 +24,7 @@ from conftest import DATA, PROJECT_ROOT, TOTALSEG
 from RMAMambaSegmentationLib.checkpoints import default_weights_path, file_sha256
 from RMAMambaSegmentationLib.cli import main
 from RMAMambaSegmentationLib.mrml import provenance
+from RMAMambaSegmentationLib.volume.overlay import CHECK_RGB
 
 EXAMPLE = PROJECT_ROOT / "Resources" / "Example" / "chaos_mr_t2spir_20_image.nii.gz"
 CT_DICOM = DATA / "chaos_ct_case" / "DICOM_anon"
@@ -34,6 +35,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def segment(*argv: str) -> int:
     return main(["segment", *map(str, argv), "--device", "cpu", "-q"])
+
+
+def overlay_corner(out, name) -> tuple[int, ...]:
+    """The top-left pixel of a case's overlay PNG (red when the quality verdict asks for a check)."""
+    picture = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{name}_overlay.png")))
+    return tuple(int(v) for v in picture[0, 0])
 
 
 def summary(out) -> dict[str, dict[str, str]]:
@@ -131,6 +138,7 @@ def test_good_case_is_ok_and_batch_exit_code_is_1(default_run):
     assert (row["status"], row["quality"], row["message"]) == ("ok", "ok", "")
     assert row["intensity"].startswith("MRI-tissue")
     assert 1300 < float(row["liver_ml"]) < 2000  # expert 1670 mL
+    assert overlay_corner(default_run["out"], "chaos_mr_t2spir_20_image") != CHECK_RGB
 
 
 @pytest.mark.parametrize("name", sorted(DAMAGED))
@@ -146,12 +154,14 @@ def test_ct_series_with_mr_weights_is_flagged_before_and_after_the_network(defau
     assert row["status"] == "ok"
     assert "the scan is CT (DICOM Modality tag) but the weights were trained on MR T2-SPIR" in row["message"]
     assert row["quality"].startswith("check: ")
+    assert overlay_corner(default_run["out"], "DICOM_anon") == CHECK_RGB
 
 
 def test_foreign_mr_sequence_is_flagged_by_the_quality_verdict(default_run):
     row = default_run["rows"]["example_mr_sm"]
     assert row["status"] == "ok" and float(row["liver_ml"]) < 200  # reference 499 mL
     assert row["quality"].startswith("check: liver volume")
+    assert overlay_corner(default_run["out"], "example_mr_sm") == CHECK_RGB  # red frame and "CHECK QUALITY"
 
 
 def test_seg_nrrd_carries_the_panels_provenance_tags(default_run, mrml):

@@ -128,6 +128,7 @@ def write_case_outputs(image: sitk.Image, result: SegmentationResult, outputs: d
                 spacing=image.GetSpacing(),
                 direction=image.GetDirection(),
                 bounds=result.provenance.intensity_bounds,
+                check=result.provenance.quality is not None and not result.provenance.quality.ok,
             )
         for key, path in outputs.items():
             os.replace(temporaries[key], path)

@@ -26,7 +26,7 @@ from RMAMambaSegmentationLib.cli import main
 from RMAMambaSegmentationLib.mrml import provenance
 from RMAMambaSegmentationLib.volume.overlay import CHECK_RGB
 
-EXAMPLE = PROJECT_ROOT / "Resources" / "Example" / "chaos_mr_t2spir_20_image.nii.gz"
+EXAMPLE = PROJECT_ROOT / "Resources" / "Example" / "chaos_mr_t2spir_20_image.nii.gz"  # damaged copies only
 CT_DICOM = DATA / "chaos_ct_case" / "DICOM_anon"
 MR = TOTALSEG / "example_mr_sm.nii.gz"
 
@@ -126,19 +126,16 @@ def damaged(tmp_path_factory) -> list:
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory, damaged) -> dict:
-    """One run of the default weights: the example, the CT series, the foreign MR, and every damaged file."""
+    """One run of the default weights: the CT series, the foreign MR, and every damaged file (the bundled example
+    itself, quality ok, is test_default_weights' job)."""
     out = tmp_path_factory.mktemp("run") / "out"
-    code = segment(EXAMPLE, CT_DICOM, MR, *damaged, "-o", out)
+    code = segment(CT_DICOM, MR, *damaged, "-o", out)
     return {"code": code, "rows": summary(out), "out": out}
 
 
-def test_good_case_is_ok_and_batch_exit_code_is_1(default_run):
-    assert default_run["code"] == 1  # some case failed
-    row = default_run["rows"]["chaos_mr_t2spir_20_image"]
-    assert (row["status"], row["quality"], row["message"]) == ("ok", "ok", "")
-    assert row["intensity"].startswith("MRI-tissue")
-    assert 1300 < float(row["liver_ml"]) < 2000  # expert 1670 mL
-    assert overlay_corner(default_run["out"], "chaos_mr_t2spir_20_image") != CHECK_RGB
+def test_batch_with_failed_cases_exits_1(default_run):
+    assert default_run["code"] == 1
+    assert {row["status"] for row in default_run["rows"].values()} == {"ok", "error"}
 
 
 @pytest.mark.parametrize("name", sorted(DAMAGED))
@@ -165,16 +162,18 @@ def test_foreign_mr_sequence_is_flagged_by_the_quality_verdict(default_run):
 
 
 def test_seg_nrrd_carries_the_panels_provenance_tags(default_run, mrml):
+    """Read back by Slicer's own reader: the tags the panel writes, with the row's quality and message."""
+    from RMAMambaSegmentationLib import __version__
+
     node = mrml.logics["Segmentations"].LoadSegmentationFromFile(
-        str(default_run["out"] / "chaos_mr_t2spir_20_image.seg.nrrd"), True, "example")
+        str(default_run["out"] / "DICOM_anon.seg.nrrd"), True, "ct")
     tags = provenance.read_segment_provenance(node.GetSegmentation().GetNthSegment(0))
     assert set(tags) == set(provenance.ALL_ATTRIBUTES)
-    assert tags[provenance.WEIGHTS_SHA256] == file_sha256(default_weights_path())
-    assert tags[provenance.INTENSITY_PRESET] == "MRI-tissue" and tags[provenance.QUALITY] == "ok"
-    assert tags[provenance.VERSION] and tags[provenance.WARNINGS] == "none"
-    ct_tags = provenance.read_segment_provenance(mrml.logics["Segmentations"].LoadSegmentationFromFile(
-        str(default_run["out"] / "DICOM_anon.seg.nrrd"), True, "ct").GetSegmentation().GetNthSegment(0))
-    assert ct_tags[provenance.QUALITY].startswith("check: ") and "DICOM Modality" in ct_tags[provenance.WARNINGS]
+    row = default_run["rows"]["DICOM_anon"]
+    assert tags[provenance.WEIGHTS_SHA256] == file_sha256(default_weights_path()) == row["weights_sha256"]
+    assert tags[provenance.INTENSITY_PRESET] == "MRI-tissue" and tags[provenance.VERSION] == __version__
+    assert tags[provenance.QUALITY] == row["quality"] and tags[provenance.WARNINGS] == row["message"]
+    assert float(tags[provenance.LIVER_VOLUME_ML]) == pytest.approx(float(row["liver_ml"]), abs=0.01)
 
 
 @pytest.fixture(scope="module")

@@ -49,12 +49,13 @@ class Rule:
 
 #: The verdict's rules, in the order their reasons are listed (calibration: README, "Quality verdict").
 RULES = (
-    Rule("liver_ml", 700.0, 3300.0, "liver volume {value:.0f} mL outside the adult range 700-3300 mL"),
-    Rule("uncertain_share", None, 0.12,
-         "{percent:.0f} % of the liver voxels are uncertain (0.1 < p < 0.9; at most 12 % expected)"),
-    Rule("outside_share", None, 0.25,
-         "{percent:.0f} % of the thresholded voxels lie outside the largest component (at most 25 % expected)"),
-    Rule("extent_mm", 100.0, 320.0, "cranio-caudal extent {value:.0f} mm outside 100-320 mm"),
+    Rule("liver_ml", 700.0, 3000.0, "liver volume {value:.0f} mL outside the adult range 700-3000 mL"),
+    Rule("uncertain_share", None, 0.25,
+         "{percent:.0f} % of the liver voxels are uncertain (0.1 < p < 0.9; at most 25 % expected)"),
+    Rule("outside_share", None, 0.05,
+         "{percent:.0f} % of the thresholded voxels lie outside the largest component (at most 5 % expected)"),
+    Rule("extent_mm", 100.0, 300.0,
+         "cranio-caudal extent {value:.0f} mm outside 100-300 mm (liver cut by the field of view, or not a liver)"),
 )
 #: Below this many slices holding liver, the extent says nothing (a thick-slice scan cannot be judged by it).
 MIN_SLICES_FOR_EXTENT = 4

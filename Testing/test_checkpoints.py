@@ -99,11 +99,13 @@ def test_missing_file() -> None:
         load_checkpoint("no/such/weights.pt")
 
 
-@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all" * 10], ids=["empty", "text"])
-def test_corrupt_file(tmp_path, content: bytes) -> None:
+@pytest.mark.parametrize(("content", "kind"), [(b"", "empty"), (b"not a checkpoint at all" * 10, "a text file"),
+                                             (b"\x89PNG\r\n\x1a\n" + bytes(64), "a PNG image")],
+                         ids=["empty", "text", "png"])
+def test_file_that_is_not_a_checkpoint(tmp_path, content: bytes, kind: str) -> None:
     path = tmp_path / "corrupt.pt"
     path.write_bytes(content)
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match=f"is not a PyTorch checkpoint: it is {kind}"):
         load_checkpoint(path)
 
 

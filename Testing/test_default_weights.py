@@ -7,6 +7,7 @@ library's mask voxel for voxel.
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -19,6 +20,7 @@ from RMAMambaSegmentationLib.checkpoints import MODELS_DIR, default_weights_path
 from RMAMambaSegmentationLib.cli import main
 from RMAMambaSegmentationLib.training.metrics import overlap_scores
 from RMAMambaSegmentationLib.volume.model_card import read_model_card
+from RMAMambaSegmentationLib.volume.overlay import CHECK_RGB
 from RMAMambaSegmentationLib.worker.runtime_info import inspect_weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -41,6 +43,7 @@ def test_default_weights_ship_with_their_model_card() -> None:
     card = read_model_card(path)
     assert card is not None and card.variant == "T" and card.intensity.name == "MRI"
     assert tuple(card.input_size) == (256, 256)
+    assert (card.modality, card.sequence) == ("MR", "T2-SPIR")  # what the scan checks compare with
     assert "CC BY-NC-SA 4.0" in card.licence and "Not for clinical use" in card.notes
     assert card.provenance["sha256"] == file_sha256(path)
     split = json.loads((MODELS_DIR / "chaos_t2spir_split.json").read_text())
@@ -65,6 +68,8 @@ def test_default_weights_segment_a_validation_liver(library_result) -> None:
     assert result.mask.GetSize() == image.GetSize() and result.mask.GetDirection() == image.GetDirection()
     score = overlap_scores(sitk.GetArrayFromImage(result.mask), expert_mask(VALIDATION_CASE))["dice"]
     assert score >= MIN_DICE, f"Dice {score:.3f} on {VALIDATION_CASE}"
+    # the scan fits the weights' card and the quality verdict finds nothing to check
+    assert result.provenance.warnings == [] and result.provenance.quality.summary() == "ok"
 
 
 def test_readme_main_job_on_the_bundled_example(tmp_path, library_result) -> None:
@@ -79,3 +84,8 @@ def test_readme_main_job_on_the_bundled_example(tmp_path, library_result) -> Non
     assert overlay.GetNumberOfComponentsPerPixel() == 3
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{name}_liver.nii.gz")))
     np.testing.assert_array_equal(mask, sitk.GetArrayFromImage(library_result[1].mask))
+    with (out / "summary.csv").open(newline="", encoding="utf-8") as handle:
+        (row,) = csv.DictReader(handle)
+    assert (row["status"], row["quality"], row["message"]) == ("ok", "ok", "")
+    assert row["intensity"].startswith("MRI-tissue")
+    assert tuple(sitk.GetArrayFromImage(overlay)[0, 0]) != CHECK_RGB  # no "CHECK QUALITY" frame

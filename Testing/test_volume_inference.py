@@ -316,7 +316,7 @@ def test_bad_weights_are_refused(tmp_path):
         segment_image(image, weights=backbone, device="cpu")
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint: it is a text file"):
         segment_image(image, weights=garbage, device="cpu")
     with pytest.raises(WeightsNotFoundError):
         segment_image(image, weights=tmp_path / "missing.pt", device="cpu")

@@ -15,10 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import pickle
-import re
 import tempfile
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +27,7 @@ from torch import nn
 from .errors import CheckpointError, VariantMismatchError, WeightsNotFoundError
 from .network.rma_mamba import RMAMamba, build_model
 from .registry import SRMA, normalise_variant
+from .weights_file import explain_load_failure, refuse_non_checkpoint
 from .weights_location import DEFAULT_WEIGHTS_NAME, MODELS_DIR
 
 logger = logging.getLogger(__name__)
@@ -82,22 +80,11 @@ def read_weights_file(path: str | os.PathLike) -> Any:
         raise WeightsNotFoundError(f"weights file not found: {path}")
     if not path.is_file():
         raise CheckpointError(f"weights path is not a file: {path}")
+    refuse_non_checkpoint(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        unsafe = re.search(r"Unsupported global.*?(?=\.? ?(Please|$))", str(error), re.MULTILINE)
-        if unsafe:
-            raise CheckpointError(f"{path} contains objects other than tensors, numbers and strings (refused for "
-                                  f"safety: loading it could run code): {unsafe.group(0)}") from error
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?)") from error
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?): "
-                              f"{_first_line(error)}") from error
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    except Exception as error:  # torch raises many types for damaged or unsafe files
+        raise explain_load_failure(path, error) from error
 
 
 def unwrap_state_dict(content: Any, source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -15,15 +15,25 @@ NAME_liver.nii.gz (mask, uint8 0/1, input grid), NAME.seg.nrrd (a Slicer segment
 NAME_overlay.png (mid-liver slice), NAME_probability.nii.gz with --probability, and one row per case in
 summary.csv (summary_shard-I-of-N.csv with --shard).
 
-Existing outputs are never replaced without --overwrite: such cases are skipped, so re-running a batch resumes it.
-A bad input prints one error line and the other inputs still run.
-Exit status: 0 every case done or skipped, 1 some case failed, 2 nothing could run (weights, arguments),
-130 interrupted."""
+Without --weights the installed default weights run (RMA-Mamba-T trained on T2-SPIR MRI: other MRI sequences and
+CT need other weights). Before the network, the scan is compared with the weights' model card (DICOM Modality tag,
+CT-like Hounsfield units, T1/T2, the preset): a mismatch is a warning in the row's message, an error with --strict.
+After it, every result gets a quality verdict in summary.csv's "quality" column: "ok", or "check: reasons"
+(implausible liver volume, many uncertain voxels, scattered components, odd cranio-caudal extent).
+
+Damaged files (compressed data cut or failing their checksum, fewer voxels than the header says, DICOM series with
+missing, duplicated or mixed slices) and volumes with NaN or infinite voxels are refused with an error row.
+Existing outputs are never replaced without --overwrite: a case whose outputs all exist is skipped, so re-running a
+batch resumes it; a case lacking an output now asked for (--probability, another --mask-format) gets only the
+missing files. A bad input prints one error line and the other inputs still run.
+Exit status: 0 every case done or skipped, 1 some case failed, 2 nothing could run (weights, arguments, an INPUT
+that does not exist; checked before the weights load or OUTDIR is created), 130 interrupted."""
 
 EPILOG = """\
 examples:
-  rmamamba segment scan.nii.gz -o out/ --weights rmamamba_t.pt
-  rmamamba segment DICOM/series1 list.txt -o out/ --weights w.pt --modality CT --probability
+  rmamamba segment scan.nii.gz -o out/                      (default weights: T2-SPIR MRI)
+  rmamamba segment scan.nii.gz -o out/ --weights rmamamba_t.pt --strict
+  rmamamba segment DICOM/series1 list.txt -o out/ --weights ct_weights.pt --modality CT --probability
   rmamamba segment t2.nii.gz -o out/ --model SRMA --weights srma_t2.pth   (3D SRMA-Mamba, 224x224x64 windows)
   rmamamba segment cases/ -o out/ --weights w.pt --shard $((SLURM_ARRAY_TASK_ID + 1))/$SLURM_ARRAY_TASK_COUNT"""
 
@@ -54,7 +64,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, DICOM folder, folder or list file")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the outputs")
-    parser.add_argument("--weights", metavar="FILE", help="RMA-Mamba checkpoint (default: the installed weights)")
+    parser.add_argument("--weights", metavar="FILE",
+                        help="RMA-Mamba checkpoint, optional (default: the installed weights, T2-SPIR MRI); its "
+                             "model card FILE.json beside it sets the intensity preset")
     parser.add_argument("--model", type=str.upper, choices=("T", "S", "SRMA"),
                         help="model of the family: T/S = 2D RMA-Mamba, SRMA = 3D SRMA-Mamba (default: detected "
                              "from the weights); the weights must hold it")
@@ -68,9 +80,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--no-postprocess", dest="postprocess", action="store_false",
                         help="keep the raw thresholded mask (no largest component, no hole filling)")
     parser.add_argument("--probability", action="store_true", help="also write NAME_probability (float32)")
-    parser.add_argument("--modality", type=str.upper, choices=("MRI", "MR", "CT"),
-                        help="intensity preset: MRI = robust percentiles, CT = HU window (default: model card, "
-                             "else MRI)")
+    parser.add_argument("--modality", type=str.upper, choices=("MRI", "MR", "MRI-TISSUE", "CT"),
+                        metavar="{MRI,MRI-tissue,CT}",
+                        help="intensity preset (default: the model card's, else MRI). MRI: the card's MRI preset "
+                             "when the card is for MRI (MRI-tissue for the default weights), else robust "
+                             "percentiles 0.5-99.5; MRI-tissue: 0.5th percentile to 4x the median tissue "
+                             "intensity; CT: HU window -150..250. A preset other than the card's gives a warning")
     parser.add_argument("--window", nargs=2, type=float, metavar=("LOW", "HIGH"),
                         help="CT window in HU (default -150 250); implies --modality CT")
     parser.add_argument("--percentiles", nargs=2, type=float, metavar=("LOW", "HIGH"),
@@ -79,6 +94,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="file format of the mask and probability (default nii.gz)")
     parser.add_argument("--no-overlay", dest="overlay", action="store_false", help="do not write the PNG overlay")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--strict", action="store_true",
+                        help="a scan that does not match the weights' model card (modality, T1/T2, preset) is an "
+                             "error instead of a warning")
     parser.add_argument("--shard", type=_shard, metavar="I/N",
                         help="process only shard I of N of the inputs (1 <= I <= N), for cluster array jobs")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -144,8 +162,8 @@ def run(args: argparse.Namespace) -> int:
         model = _chosen_model(args)
         rows = segment_files(
             args.inputs, args.output, weights=args.weights, model=model, device=args.device,
-            batch_size=args.batch_size,
-            postprocess=args.postprocess, intensity=intensity, probability=args.probability,
+            batch_size=args.batch_size, postprocess=args.postprocess, intensity=intensity, strict=args.strict,
+            probability=args.probability,
             mask_format=args.mask_format, overlay=args.overlay, overwrite=args.overwrite, shard=args.shard,
             progress=bar,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Mapping
+from typing import Any
 
 PREFIX = "RMAMamba."
 MODEL_VARIANT = PREFIX + "ModelVariant"
@@ -20,6 +21,9 @@ INTENSITY_PRESET = PREFIX + "IntensityPreset"
 POSTPROCESSED = PREFIX + "PostProcessed"
 LIVER_VOLUME_ML = PREFIX + "LiverVolumeMl"
 SOURCE_VOLUME = PREFIX + "SourceVolume"
+QUALITY = PREFIX + "Quality"
+QUALITY_MEASURES = PREFIX + "QualityMeasures"
+WARNINGS = PREFIX + "Warnings"
 
 ALL_ATTRIBUTES = (
     MODEL_VARIANT,
@@ -32,12 +36,57 @@ ALL_ATTRIBUTES = (
     POSTPROCESSED,
     LIVER_VOLUME_ML,
     SOURCE_VOLUME,
+    QUALITY,
+    QUALITY_MEASURES,
+    WARNINGS,
 )
 
 
 def now_iso() -> str:
     """Current local date and time, ISO 8601 with the UTC offset, to the second."""
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def result_values(info: Any, volume_ml: float, source: str | None, weights: object = None) -> dict[str, object]:
+    """The provenance of one result (an ``inference.Provenance``), as attribute name -> value: the same values
+    for the Segmentation node (panel, console logic) and the ``.seg.nrrd`` of ``rmamamba segment``.
+
+    ``weights``: the weights file asked for, used when the provenance knows none (a model given in code).
+    """
+    from RMAMambaSegmentationLib import __version__
+    from RMAMambaSegmentationLib.volume.quality import QualityVerdict
+
+    quality = getattr(info, "quality", None)
+    if quality is not None and not isinstance(quality, QualityVerdict):  # a record sent back by the worker process
+        quality = QualityVerdict(quality.status, list(quality.reasons), dict(quality.measures))
+    return {
+        MODEL_VARIANT: _model_label(info.variant),
+        WEIGHTS_SHA256: info.weights_sha256 or "unknown (model given in code)",
+        WEIGHTS_FILE: info.weights_path or (str(weights) if weights else None),
+        VERSION: __version__,
+        DEVICE: info.device,
+        DATE: now_iso(),
+        INTENSITY_PRESET: info.intensity.label,
+        POSTPROCESSED: "yes" if info.postprocessed else "no",
+        LIVER_VOLUME_ML: f"{volume_ml:.2f}",
+        SOURCE_VOLUME: source,
+        QUALITY: quality.summary() if quality is not None else None,
+        QUALITY_MEASURES: (" ".join(f"{k}={v:.4g}" for k, v in quality.measures.items())
+                           if quality is not None else None),
+        WARNINGS: "; ".join(info.warnings) if info.warnings else "none",
+    }
+
+
+def _model_label(variant: str | None) -> str:
+    """"RMA-Mamba-T", "SRMA-Mamba", ... from a registry key (the key itself when the registry does not know it)."""
+    from RMAMambaSegmentationLib import registry
+
+    if not variant:
+        return "unknown"
+    try:
+        return registry.entry(variant).label
+    except ValueError:
+        return str(variant)
 
 
 def _as_text(value: object) -> str:

@@ -395,22 +395,10 @@ class SegmentationLogic:
 
     @staticmethod
     def _record_provenance(node, segment_id: str, job: SegmentationJob, result) -> None:
-        from .. import __version__
-
         info = result.provenance
+        values = provenance.result_values(info, result.volume_ml, job.volume_node.GetName(), job.weights)
         variant = info.variant or job.options.variant
-        values = {
-            provenance.MODEL_VARIANT: _segment_label(variant) if variant else "unknown",
-            provenance.WEIGHTS_SHA256: info.weights_sha256 or "unknown (model given in code)",
-            provenance.WEIGHTS_FILE: info.weights_path or (str(job.weights) if job.weights else None),
-            provenance.VERSION: __version__,
-            provenance.DEVICE: info.device,
-            provenance.DATE: provenance.now_iso(),
-            provenance.INTENSITY_PRESET: info.intensity.label,
-            provenance.POSTPROCESSED: "yes" if info.postprocessed else "no",
-            provenance.LIVER_VOLUME_ML: f"{result.volume_ml:.2f}",
-            provenance.SOURCE_VOLUME: job.volume_node.GetName(),
-        }
+        values[provenance.MODEL_VARIANT] = _segment_label(variant) if variant else "unknown"
         provenance.set_provenance(node, values)
         provenance.set_segment_provenance(node.GetSegmentation().GetSegment(segment_id), values)
 

@@ -341,6 +341,7 @@ class Trainer:
             input_size=config.input_size,
             context_slices=config.context_slices,
             threshold=0.5,
+            modality="CT" if config.intensity.name.upper() == "CT" else "MR",  # the sequence is the user's to add
             training={
                 "epoch": epoch,
                 "global_step": self.global_step,

@@ -10,9 +10,12 @@ For an input named NAME (file name without its image ending, or the DICOM folder
   into one folder never write the same file).
 
 Every case's files are written under temporary names and renamed at the end, so a failed or cancelled case leaves
-nothing behind. A case whose outputs exist is skipped (status ``skipped``) unless ``overwrite=True``; its earlier
-summary row is kept, so re-running a partly finished batch resumes it. A bad input gets status ``error`` with a
-one-line message and the other cases still run.
+nothing behind. A case whose outputs all exist is skipped (status ``skipped``) unless ``overwrite=True``; its earlier
+summary row is kept, so re-running a partly finished batch resumes it. A case that has some outputs but lacks one
+now asked for (``probability=True``, another mask format) is segmented again and only the missing files are
+written (the row's message says which were kept). A bad input gets status ``error`` with a one-line message and
+the other cases still run. Every ``ok`` row has a ``quality`` (``ok`` or ``check: reasons``, see :mod:`quality`);
+mismatches between the scan and the weights are in its ``message``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import SimpleITK as sitk
 import torch
 
 from RMAMambaSegmentationLib.errors import InputFileError, RMAMambaError, SegmentationCancelledError
+from RMAMambaSegmentationLib.mrml.provenance import result_values
 from RMAMambaSegmentationLib.volume.image_io import InputCase, expand_inputs, read_case
 from RMAMambaSegmentationLib.volume.inference import (
     CancelCheck,
@@ -47,8 +51,8 @@ logger = logging.getLogger(__name__)
 
 MASK_FORMATS = ("nii.gz", "nrrd")
 SUMMARY_COLUMNS = (
-    "case", "status", "message", "liver_ml", "slices", "size", "spacing_mm", "device", "variant", "intensity",
-    "weights_sha256", "seconds", "input", "mask", "segmentation", "probability", "overlay",
+    "case", "status", "message", "quality", "liver_ml", "slices", "size", "spacing_mm", "device", "variant",
+    "intensity", "weights_sha256", "seconds", "input", "mask", "segmentation", "probability", "overlay",
 )  # fmt: skip
 OK, SKIPPED, ERROR = "ok", "skipped", "error"
 T = TypeVar("T")
@@ -101,13 +105,19 @@ def _temporary(path: Path, token: str) -> Path:
     return path.with_name(f".part-{token}-{path.name}")
 
 
-def write_case_outputs(image: sitk.Image, result: SegmentationResult, outputs: dict[str, Path]) -> None:
-    """Write every output of one case atomically: all files appear together, or none does."""
+def write_case_outputs(image: sitk.Image, result: SegmentationResult, outputs: dict[str, Path],
+                       name: str | None = None) -> None:
+    """Write the outputs of one case atomically (all files appear together, or none does); ``outputs`` may be a
+    subset of :func:`case_outputs`. The ``.seg.nrrd`` carries the provenance tags the panel writes (``name``: the
+    source volume's name)."""
     token = uuid.uuid4().hex[:8]
     temporaries = {key: _temporary(path, token) for key, path in outputs.items()}
     try:
-        sitk.WriteImage(result.mask, str(temporaries["mask"]), useCompression=True)
-        write_liver_seg_nrrd(result.mask, temporaries["segmentation"])
+        if "mask" in temporaries:
+            sitk.WriteImage(result.mask, str(temporaries["mask"]), useCompression=True)
+        if "segmentation" in temporaries:
+            tags = result_values(result.provenance, result.volume_ml, name)
+            write_liver_seg_nrrd(result.mask, temporaries["segmentation"], tags)
         if "probability" in temporaries:
             sitk.WriteImage(result.probability, str(temporaries["probability"]), useCompression=True)
         if "overlay" in temporaries:
@@ -118,6 +128,7 @@ def write_case_outputs(image: sitk.Image, result: SegmentationResult, outputs: d
                 spacing=image.GetSpacing(),
                 direction=image.GetDirection(),
                 bounds=result.provenance.intensity_bounds,
+                check=result.provenance.quality is not None and not result.provenance.quality.ok,
             )
         for key, path in outputs.items():
             os.replace(temporaries[key], path)
@@ -128,13 +139,14 @@ def write_case_outputs(image: sitk.Image, result: SegmentationResult, outputs: d
 
 
 def _ok_row(case: InputCase, image: sitk.Image, result: SegmentationResult, outputs: dict[str, Path],
-            seconds: float) -> dict[str, Any]:
+            seconds: float, note: str = "") -> dict[str, Any]:
     provenance = result.provenance
     lo, hi = provenance.intensity_bounds
     row = {
         "case": case.name,
         "status": OK,
-        "message": "; ".join(provenance.warnings),
+        "message": "; ".join(provenance.warnings + ([note] if note else [])),
+        "quality": provenance.quality.summary() if provenance.quality is not None else "",
         "liver_ml": round(result.volume_ml, 3),
         "slices": provenance.n_slices,
         "size": "x".join(str(s) for s in image.GetSize()),
@@ -214,6 +226,7 @@ def segment_files(
     batch_size: int | None = None,
     postprocess: bool = True,
     intensity: IntensityPreset | str | None = None,
+    strict: bool = False,
     probability: bool = False,
     mask_format: str = "nii.gz",
     overlay: bool = True,
@@ -227,18 +240,23 @@ def segment_files(
     ``paths``: image files (NIfTI, NRRD, MHA/MHD), DICOM series folders, folders of those, or text files listing
     them one per line. ``weights`` / ``model`` / ``device`` / ``batch_size`` / ``postprocess`` / ``intensity`` are
     those of :func:`segment_image`; the model is loaded once for the whole batch. ``shard``: ``(I, N)`` or
-    ``"I/N"`` to process only shard I of N. ``progress(fraction, message)`` covers the whole batch; ``cancel()``
+    ``"I/N"`` to process only shard I of N. ``strict``: a scan that does not match the weights' model card is an
+    error (else a warning in the row's message). ``progress(fraction, message)`` covers the whole batch; ``cancel()``
     is checked between cases and between slice batches.
 
     Each row has the keys of :data:`SUMMARY_COLUMNS` (status ``ok``, ``skipped`` or ``error`` with a one-line
     message). Raises CheckpointError / WeightsNotFoundError before anything is written when the weights are
-    unusable, InputFileError when no input is found, SegmentationCancelledError when cancelled (finished cases
+    unusable, InputFileError when none of ``paths`` exists or no input is found in them (both before the weights are
+    loaded and before ``output_dir`` is created), SegmentationCancelledError when cancelled (finished cases
     keep their outputs and summary rows).
     """
     if isinstance(shard, str):
         shard = parse_shard(shard)
     output_dir = Path(output_dir)
     case_outputs("check", output_dir, mask_format=mask_format)  # refuse a bad format before any work
+    missing = [str(p) for p in paths if not Path(p).expanduser().exists()]
+    if paths and len(missing) == len(paths):  # one missing among others becomes that case's error row
+        raise InputFileError(f"input not found: {', '.join(missing)}")
     all_cases = expand_inputs(list(paths))
     if not all_cases:
         raise InputFileError(f"no input images found in {', '.join(str(p) for p in paths) or 'the arguments'}")
@@ -271,7 +289,8 @@ def segment_files(
                 row = _other_row(case, ERROR, duplicates[position])
             else:
                 row = _run_case(case, outputs, prepared, overwrite=overwrite, batch_size=batch_size,
-                                postprocess=postprocess, intensity=intensity, progress=case_progress, cancel=cancel)
+                                postprocess=postprocess, intensity=intensity, strict=strict, progress=case_progress,
+                                cancel=cancel)
             if row["status"] == ERROR:
                 logger.error("%s: %s", case.name, row["message"])
             elif row["status"] == SKIPPED:
@@ -293,22 +312,28 @@ def _run_case(
     batch_size: int | None,
     postprocess: bool,
     intensity: IntensityPreset | str | None,
+    strict: bool,
     progress: Callable[[float, str], None],
     cancel: CancelCheck | None,
 ) -> dict[str, Any]:
     """Segment one case and write its outputs; the row says how it went (cancellation propagates)."""
     existing = [path.name for path in outputs.values() if path.exists()]
+    to_write, note = outputs, ""
     if existing and not overwrite:
-        return _other_row(case, SKIPPED, f"outputs already exist ({', '.join(existing)}); use --overwrite")
+        to_write = {key: path for key, path in outputs.items() if not path.exists()}
+        if not to_write:
+            return _other_row(case, SKIPPED, f"outputs already exist ({', '.join(existing)}); use --overwrite")
+        note = (f"wrote the missing {', '.join(p.name for p in to_write.values())}; kept the existing "
+                f"{', '.join(existing)} (--overwrite replaces them)")
     started = time.perf_counter()
     try:
         progress(0.0, "reading")
         image = read_case(case)
         result = segment_image(image, model=prepared, batch_size=batch_size, postprocess=postprocess,
-                               progress=progress, cancel=cancel, intensity=intensity,
+                               progress=progress, cancel=cancel, intensity=intensity, strict=strict,
                                probability="probability" in outputs)
         progress(1.0, "writing")
-        write_case_outputs(image, result, outputs)
+        write_case_outputs(image, result, to_write, case.name)
     except SegmentationCancelledError:
         raise
     except RMAMambaError as error:
@@ -316,7 +341,9 @@ def _run_case(
     except Exception as error:  # a batch goes on after any failure of one case
         logger.debug("%s failed", case.name, exc_info=True)
         return _other_row(case, ERROR, f"{type(error).__name__}: {_one_line(error)}", time.perf_counter() - started)
-    return _ok_row(case, image, result, outputs, time.perf_counter() - started)
+    if note:
+        logger.warning("%s: %s", case.name, note)
+    return _ok_row(case, image, result, outputs, time.perf_counter() - started, note)
 
 
 def _one_line(error: BaseException) -> str:

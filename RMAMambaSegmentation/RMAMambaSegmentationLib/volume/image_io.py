@@ -9,6 +9,8 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from RMAMambaSegmentationLib.errors import InputFileError
+from RMAMambaSegmentationLib.volume.dicom_checks import check_series_files, copy_scan_tags
+from RMAMambaSegmentationLib.volume.file_integrity import check_image_file
 
 logger = logging.getLogger(__name__)
 
@@ -74,22 +76,29 @@ def dicom_series_ids(folder: str | Path) -> list[str]:
 
 
 def read_dicom_series(folder: str | Path) -> sitk.Image:
-    """Read the DICOM series in ``folder`` (the one with most files when there are several)."""
+    """Read the one DICOM series in ``folder``; InputFileError for mixed series, missing or duplicated slices.
+
+    The image keeps the first file's Modality, series description, protocol and sequence name tags as metadata.
+    """
     folder = Path(folder)
     series = dicom_series_ids(folder)
     if not series:
         raise InputFileError(f"{folder}: no DICOM series found in this folder")
     files_by_series = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series}
-    chosen = max(series, key=lambda sid: len(files_by_series[sid]))
     if len(series) > 1:
-        logger.warning("%s holds %d DICOM series: reading %s (%d files)", folder, len(series), chosen,
-                       len(files_by_series[chosen]))
+        counts = ", ".join(f"{sid} ({len(files_by_series[sid])} files)" for sid in series)
+        raise InputFileError(f"{folder}: mixed DICOM series in one folder ({len(series)} series: {counts}); "
+                             "put each series in its own folder")
+    files = list(files_by_series[series[0]])
+    check_series_files(folder, files)
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files_by_series[chosen])
+    reader.SetFileNames(files)
     try:
-        return reader.Execute()
+        image = reader.Execute()
     except RuntimeError as error:
         raise InputFileError(f"{folder}: cannot read the DICOM series: {_first_line(error)}") from error
+    copy_scan_tags(files[0], image)
+    return image
 
 
 def read_image(path: str | Path) -> sitk.Image:
@@ -99,6 +108,7 @@ def read_image(path: str | Path) -> sitk.Image:
         return read_dicom_series(path)
     if not path.is_file():
         raise InputFileError(f"{path}: no such file or folder")
+    check_image_file(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as error:

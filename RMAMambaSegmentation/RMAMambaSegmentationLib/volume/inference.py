@@ -41,7 +41,9 @@ from RMAMambaSegmentationLib.volume.preprocessing import (
     resize_logits_back,
     slices_to_network_input,
 )
+from RMAMambaSegmentationLib.volume.quality import QualityVerdict, assess, uncertain_voxels
 from RMAMambaSegmentationLib.volume.run_options import RunOptions
+from RMAMambaSegmentationLib.volume.scan_check import ScanInfo, check_scan, missing_card_warning
 from RMAMambaSegmentationLib.volume.validation import validate_array, validate_geometry, validate_image
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,7 @@ class Provenance:
     oblique_deg: float = 0.0
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    quality: QualityVerdict | None = None
 
 
 @dataclass
@@ -124,12 +127,7 @@ def resolve_intensity(intensity: IntensityPreset | str | None, card: ModelCard |
         modality_only = str(intensity).strip().upper() in MODALITY_NAMES
         if card.intensity.name.upper() == preset.name.upper() and (modality_only or card.intensity.kind == preset.kind):
             return card.intensity
-        logger.warning(
-            "the weights' model card says they were trained with the %s preset; using %s as asked",
-            card.intensity.label,
-            preset.label,
-        )
-    return preset
+    return preset  # a preset other than the card's: scan_check.scan_warnings says so
 
 
 def _check_cancel(cancel: CancelCheck | None) -> None:
@@ -229,15 +227,20 @@ def segment_array(
     model: torch.nn.Module | PreparedModel | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
+    scan: ScanInfo | None = None,
     **keywords: Any,
 ) -> ArraySegmentation:
     """Segment a ``(k, j, i)`` array (SimpleITK / MRML order) with spacing (i, j, k) in mm and an LPS direction.
 
-    ``options`` (:class:`RunOptions`) say which weights, device, intensity preset, batch size, post-processing and
-    whether to keep the probability; keywords named after its fields (``weights=``, ``device=``, ``batch_size=``,
-    ``postprocess=``, ``intensity=``, ``probability_map=``) override them. ``model`` (a module or
-    ``PreparedModel``) is used instead of loading ``options.weights``. The whole-volume probability is only
-    allocated when ``probability_map`` is True (else ``ArraySegmentation.probability`` is None).
+    ``options`` (:class:`RunOptions`) say which weights, device, intensity preset, batch size, post-processing,
+    strictness and whether to keep the probability; keywords named after its fields (``weights=``, ``device=``,
+    ``batch_size=``, ``postprocess=``, ``intensity=``, ``probability_map=``, ``strict=``) override them. ``model``
+    (a module or ``PreparedModel``) is used instead of loading ``options.weights``. The whole-volume probability is
+    only allocated when ``probability_map`` is True (else ``ArraySegmentation.probability`` is None).
+
+    ``scan``: what the file says about the scan (DICOM modality, description), compared with the model card before
+    the network runs; mismatches become ``provenance.warnings`` (ScanMismatchError with ``options.strict``). Every
+    result gets a quality verdict (``provenance.quality``, :mod:`quality`).
 
     Raises InvalidImageError for an input that cannot be segmented, CheckpointError / WeightsNotFoundError for
     weights, SegmentationCancelledError when ``cancel()`` returns True (checked between batches).
@@ -274,18 +277,23 @@ def segment_array(
     input_size = card.input_size if card is not None else NETWORK_INPUT_SIZE
     threshold = card.threshold if card is not None else 0.5
     context_slices = card.context_slices if card is not None else 0
+    warnings = check_scan(array, preset, card, scan, strict=options.strict)
+    if card is None and prepared.weights_path is not None and intensity is None:
+        warnings.insert(0, missing_card_warning(prepared.weights_path, preset))
+    for warning in warnings:
+        logger.warning("%s", warning)
     lo, hi = preset.bounds(array)
     logger.debug("intensity preset %s: [%g, %g] -> [0, 1]", preset.name, lo, hi)
 
     stack = reorientation.to_axial(array)
     n_slices = stack.shape[0]
     batch = int(batch_size) if batch_size is not None else auto_batch_size(prepared.device, input_size)
-    warnings: list[str] = []
     if reorientation.is_oblique:
         warnings.append(f"oblique volume ({reorientation.oblique_deg:.1f} degrees): closest axes used")
     # The mask is written batch by batch in the axial stack; the float probability only exists when asked for
     # (allocated once in the input's order, written through its axial view: no extra copy).
     mask_stack = np.empty(stack.shape, dtype=np.uint8)
+    uncertain_stack = np.empty(stack.shape, dtype=bool)  # for the quality verdict (1 byte/voxel, not 4)
     probability = np.empty(array.shape, dtype=np.float32) if options.probability_map else None
     probability_stack = reorientation.to_axial(probability) if probability is not None else None
     prepared.module.eval()
@@ -306,6 +314,7 @@ def segment_array(
                 batch = _recover_from_oom(prepared, batch, warnings)
                 continue
             np.greater(batch_probability, threshold, out=mask_stack[start:stop].view(bool))
+            uncertain_voxels(batch_probability, out=uncertain_stack[start:stop])
             if probability_stack is not None:
                 probability_stack[start:stop] = batch_probability
             start = stop
@@ -313,9 +322,15 @@ def segment_array(
     _check_cancel(cancel)
 
     _report(progress, _INFERENCE_SHARE, "post-processing" if postprocess else "thresholding")
+    raw_mask_stack = mask_stack
     if postprocess:
-        mask_stack = postprocess_mask(mask_stack)
+        mask_stack = postprocess_mask(raw_mask_stack)
     _check_cancel(cancel)
+    quality = assess(raw_mask_stack, uncertain_stack, mask_stack, voxel_ml=voxel_volume_ml(spacing, direction),
+                     slice_spacing_mm=float(spacing[2 - reorientation.axes[0]]))
+    del raw_mask_stack, uncertain_stack
+    if not quality.ok:
+        logger.warning("quality check: %s", "; ".join(quality.reasons))
     mask = np.ascontiguousarray(reorientation.from_axial(mask_stack))
     volume_ml = float(np.count_nonzero(mask)) * voxel_volume_ml(spacing, direction)
     provenance = Provenance(
@@ -333,6 +348,7 @@ def segment_array(
         oblique_deg=reorientation.oblique_deg,
         seconds=time.perf_counter() - started,
         warnings=warnings,
+        quality=quality,
     )
     _report(progress, 1.0, f"done: liver {volume_ml:.1f} mL")
     return ArraySegmentation(mask, probability, volume_ml, provenance)
@@ -352,6 +368,7 @@ def segment_image(
     window_size: Sequence[int] | None = None,
     overlap: float | None = None,
     probability: bool = True,
+    strict: bool = False,
 ) -> SegmentationResult:
     """Segment the liver in a 3D scalar SimpleITK image.
 
@@ -360,12 +377,14 @@ def segment_image(
     takes it from the model card beside the weights, else MRI (SRMA-Mamba always uses its z-score). Returns the
     uint8 mask and (unless ``probability=False``) the float32 probability in exactly the input's grid, and the
     liver volume in mL. SRMA-Mamba (a 3D model) runs in sliding windows: ``window_size`` (i, j, k) and ``overlap``
-    override 224x224x64 / 0.25.
+    override 224x224x64 / 0.25. The image's DICOM tags (modality, series description),
+    when it has them, are checked against the model card (``strict``: a mismatch is an error).
     """
     validate_image(image)
     options = RunOptions(weights=None if weights is None else str(weights), device=device, intensity=intensity,
                          postprocess=postprocess, probability_map=probability, batch_size=batch_size,
-                         window_size=None if window_size is None else tuple(window_size), overlap=overlap)
+                         window_size=None if window_size is None else tuple(window_size), overlap=overlap,
+                         strict=strict)
     result = segment_array(
         sitk.GetArrayViewFromImage(image),
         spacing=image.GetSpacing(),
@@ -374,6 +393,7 @@ def segment_image(
         model=model,
         progress=progress,
         cancel=cancel,
+        scan=ScanInfo.from_image(image),
     )
     mask = sitk.GetImageFromArray(result.mask)
     mask.CopyInformation(image)

@@ -41,6 +41,8 @@ class ModelCard:
     inference: str = "slice-2d"
     window: tuple[int, ...] | None = None
     overlap: float | None = None
+    modality: str = ""  # what the weights were trained on, as a DICOM Modality code: "MR", "CT" ("" unknown)
+    sequence: str = ""  # for MR, the sequence ("T2-SPIR", "T1 in-phase"...; "" unknown)
     training: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     licence: str = ""
@@ -58,6 +60,8 @@ class ModelCard:
             "inference": self.inference,
             "window": list(self.window) if self.window is not None else None,
             "overlap": self.overlap,
+            "modality": self.modality,
+            "sequence": self.sequence,
             "training": self.training,
             "provenance": self.provenance,
             "licence": self.licence,
@@ -94,6 +98,8 @@ class ModelCard:
             inference=inference,
             window=tuple(int(w) for w in window) if window is not None else None,
             overlap=float(overlap) if overlap is not None else None,
+            modality=str(data.get("modality") or ""),
+            sequence=str(data.get("sequence") or ""),
             training=dict(data.get("training") or {}),
             provenance=dict(data.get("provenance") or {}),
             licence=str(data.get("licence", "")),

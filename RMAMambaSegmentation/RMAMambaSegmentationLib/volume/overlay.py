@@ -3,7 +3,8 @@
 The slice is the middle one among the axial slices that hold liver (the middle slice of the volume when the mask is
 empty), in the radiological display orientation of :mod:`orientation` (patient right on the image's left, anterior
 at the top). Grey values use the same intensity bounds as the network's input; pixels are made square from the
-voxel spacing and small slices are enlarged (nearest neighbour) so the picture is readable.
+voxel spacing and small slices are enlarged (nearest neighbour) so the picture is readable. A result whose quality
+verdict is ``check`` gets a red frame and a "CHECK QUALITY" banner, so the picture alone does not look trustworthy.
 """
 
 from __future__ import annotations
@@ -23,6 +24,24 @@ OUTLINE_RGB = (255, 230, 0)
 FILL_OPACITY = 0.35
 #: Enlarge slices until their shorter side reaches this many pixels (never shrink).
 MIN_SIDE = 256
+CHECK_RGB = (200, 30, 30)
+CHECK_TEXT = "CHECK QUALITY"
+_FRAME = 4
+#: 5x7 glyphs of the banner's letters ("#" = ink).
+_GLYPHS = {
+    "C": (".###.", "#...#", "#....", "#....", "#....", "#...#", ".###."),
+    "H": ("#...#", "#...#", "#...#", "#####", "#...#", "#...#", "#...#"),
+    "E": ("#####", "#....", "#....", "####.", "#....", "#....", "#####"),
+    "K": ("#...#", "#..#.", "#.#..", "##...", "#.#..", "#..#.", "#...#"),
+    "Q": (".###.", "#...#", "#...#", "#...#", "#.#.#", "#..#.", ".##.#"),
+    "U": ("#...#", "#...#", "#...#", "#...#", "#...#", "#...#", ".###."),
+    "A": (".###.", "#...#", "#...#", "#####", "#...#", "#...#", "#...#"),
+    "L": ("#....", "#....", "#....", "#....", "#....", "#....", "#####"),
+    "I": (".###.", "..#..", "..#..", "..#..", "..#..", "..#..", ".###."),
+    "T": ("#####", "..#..", "..#..", "..#..", "..#..", "..#..", "..#.."),
+    "Y": ("#...#", "#...#", ".#.#.", "..#..", "..#..", "..#..", "..#.."),
+    " ": (".....",) * 7,
+}
 
 
 def mid_liver_slice(mask_stack: np.ndarray) -> int:
@@ -64,6 +83,31 @@ def overlay_rgb(slice01: np.ndarray, mask: np.ndarray, spacing_rc: Sequence[floa
     return np.round(rgb).astype(np.uint8)
 
 
+def _text_bitmap(text: str) -> np.ndarray:
+    """Boolean 7-row bitmap of ``text`` (one blank column between letters)."""
+    columns = []
+    for letter in text:
+        columns.append(np.array([[c == "#" for c in row] for row in _GLYPHS[letter]]))
+        columns.append(np.zeros((7, 1), bool))
+    return np.concatenate(columns[:-1], axis=1)
+
+
+def mark_for_check(rgb: np.ndarray) -> np.ndarray:
+    """A red frame and a "CHECK QUALITY" banner across the top of an RGB picture (a copy)."""
+    out = rgb.copy()
+    out[:_FRAME], out[-_FRAME:], out[:, :_FRAME], out[:, -_FRAME:] = CHECK_RGB, CHECK_RGB, CHECK_RGB, CHECK_RGB
+    text = _text_bitmap(CHECK_TEXT)
+    scale = max(1, min(3, (out.shape[1] - 4 * _FRAME) // text.shape[1]))
+    ink = np.kron(text, np.ones((scale, scale), bool))
+    height = ink.shape[0] + 2 * _FRAME
+    out[:height] = CHECK_RGB
+    left = max(0, (out.shape[1] - ink.shape[1]) // 2)
+    ink = ink[:, : out.shape[1] - left]
+    region = out[_FRAME : _FRAME + ink.shape[0], left : left + ink.shape[1]]
+    region[ink] = (255, 255, 255)
+    return out
+
+
 def write_overlay_png(
     path: str | os.PathLike,
     array_kji: np.ndarray,
@@ -72,11 +116,14 @@ def write_overlay_png(
     spacing: Sequence[float],
     direction: Sequence[float] | np.ndarray,
     bounds: tuple[float, float],
+    check: bool = False,
 ) -> Path:
-    """Write the mid-liver overlay of an image array and its mask (SimpleITK order, spacing in (i, j, k))."""
+    """Write the mid-liver overlay of an image array and its mask (SimpleITK order, spacing in (i, j, k));
+    ``check``: the result's quality verdict asks for a check (red frame and banner)."""
     reorientation = AxialReorientation.from_direction(direction, warn_oblique=False)
     mask_stack = reorientation.to_axial(mask_kji)
     index = mid_liver_slice(mask_stack)
     image_slice = apply_bounds(reorientation.to_axial(array_kji)[index], *bounds)
     _, row_mm, col_mm = reorientation.axial_spacing(spacing)
-    return write_png(path, overlay_rgb(image_slice, np.asarray(mask_stack[index]), (row_mm, col_mm)))
+    rgb = overlay_rgb(image_slice, np.asarray(mask_stack[index]), (row_mm, col_mm))
+    return write_png(path, mark_for_check(rgb) if check else rgb)

@@ -29,6 +29,8 @@ class RunOptions:
         batch_size: slices per network call (3D windows per call for volumetric models); None = automatic.
         window_size: a 3D-window model's window (i, j, k); None = its registry entry or model card.
         overlap: a 3D-window model's window overlap in [0, 1); None = its registry entry or model card.
+        strict: a scan that does not match the model card (modality, sequence, intensity range) is an error
+            instead of a warning.
     """
 
     weights: str | None = None
@@ -40,6 +42,7 @@ class RunOptions:
     batch_size: int | None = None
     window_size: tuple[int, ...] | None = None
     overlap: float | None = None
+    strict: bool = False
 
     def __post_init__(self) -> None:
         if self.weights is not None and not isinstance(self.weights, str):
@@ -81,7 +84,8 @@ class RunOptions:
         if overlap is not None and not 0.0 <= overlap < 1.0:
             raise ValueError(f"overlap must lie in [0, 1), got {self.overlap}")
         return replace(self, variant=variant, batch_size=batch, postprocess=bool(self.postprocess),
-                       probability_map=bool(self.probability_map), window_size=window, overlap=overlap)
+                       probability_map=bool(self.probability_map), window_size=window, overlap=overlap,
+                       strict=bool(self.strict))
 
     @property
     def weights_path(self) -> Path | None:

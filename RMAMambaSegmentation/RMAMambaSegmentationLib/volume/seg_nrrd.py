@@ -6,6 +6,7 @@ fields Slicer's segmentation storage node reads (``Segmentation_*``, ``Segment0_
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +45,19 @@ def _reference_geometry(image: sitk.Image) -> str:
     return ";".join(values + extent) + ";"
 
 
-def liver_segmentation_image(mask: sitk.Image) -> sitk.Image:
-    """The uint8 0/1 mask with the metadata fields of a one-segment ("Liver") Slicer segmentation."""
+def _segment_tags(tags: Mapping[str, object] | None) -> str:
+    """Slicer's ``SegmentN_Tags`` text: ``key:value|`` for the terminology, then for each of ``tags`` (a ``|`` in
+    a value becomes ``/``, None becomes "unknown", as the panel writes them)."""
+    text = f"TerminologyEntry:{LIVER_TERMINOLOGY}|"
+    for key, value in (tags or {}).items():
+        shown = "unknown" if value is None else str(value).replace("|", "/")
+        text += f"{key}:{' '.join(shown.split())}|"
+    return text
+
+
+def liver_segmentation_image(mask: sitk.Image, tags: Mapping[str, object] | None = None) -> sitk.Image:
+    """The uint8 0/1 mask with the metadata fields of a one-segment ("Liver") Slicer segmentation; ``tags``
+    (e.g. the ``RMAMamba.*`` provenance) become tags of the Liver segment."""
     array = (sitk.GetArrayFromImage(mask) != 0).astype(np.uint8)
     image = sitk.GetImageFromArray(array)
     image.CopyInformation(mask)
@@ -66,17 +78,17 @@ def liver_segmentation_image(mask: sitk.Image) -> sitk.Image:
         "Segment0_Extent": _extent_ijk(array),
         "Segment0_LabelValue": "1",
         "Segment0_Layer": "0",
-        "Segment0_Tags": f"TerminologyEntry:{LIVER_TERMINOLOGY}|",
+        "Segment0_Tags": _segment_tags(tags),
     }
     for key, value in fields.items():
         image.SetMetaData(key, value)
     return image
 
 
-def write_liver_seg_nrrd(mask: sitk.Image, path: str | Path) -> Path:
-    """Write ``mask`` (3D, non-zero = liver) to ``path`` (should end in ``.seg.nrrd``)."""
+def write_liver_seg_nrrd(mask: sitk.Image, path: str | Path, tags: Mapping[str, object] | None = None) -> Path:
+    """Write ``mask`` (3D, non-zero = liver) to ``path`` (should end in ``.seg.nrrd``), ``tags`` on its segment."""
     if mask.GetDimension() != 3:
         raise ValueError(f"a 3D mask is needed, got {mask.GetDimension()}D")
     path = Path(path)
-    sitk.WriteImage(liver_segmentation_image(mask), str(path), useCompression=True)
+    sitk.WriteImage(liver_segmentation_image(mask, tags), str(path), useCompression=True)
     return path

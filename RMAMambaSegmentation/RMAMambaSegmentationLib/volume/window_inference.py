@@ -30,6 +30,7 @@ from RMAMambaSegmentationLib.volume.intensity import WINDOW, IntensityPreset
 from RMAMambaSegmentationLib.volume.model_loading import PreparedModel
 from RMAMambaSegmentationLib.volume.orientation import AxialReorientation
 from RMAMambaSegmentationLib.volume.postprocessing import postprocess_mask
+from RMAMambaSegmentationLib.volume.quality import assess, uncertain_voxels
 
 logger = logging.getLogger(__name__)
 
@@ -183,9 +184,16 @@ def segment_array_windows(
     probability_ijk = torch.sigmoid(torch.from_numpy(logits)).numpy()
     if progress is not None:
         progress(_INFERENCE_SHARE, "post-processing" if postprocess else "thresholding")
-    mask_ijk = (probability_ijk > entry.threshold).astype(np.uint8)
+    raw_mask_ijk = (probability_ijk > entry.threshold).astype(np.uint8)
+    mask_ijk = raw_mask_ijk
     if postprocess:  # the 2D path's post-processing, on the same axial stack (slices S, rows P, columns L)
-        mask_ijk = postprocess_mask(mask_ijk.transpose(2, 1, 0)).transpose(2, 1, 0)
+        mask_ijk = postprocess_mask(raw_mask_ijk.transpose(2, 1, 0)).transpose(2, 1, 0)
+    # The network's axes are (L, P, S): the axial stack is the transpose, and the slice spacing is along S.
+    slice_spacing = float(spacing[2 - reorientation.axes[0]])
+    quality = assess(raw_mask_ijk.transpose(2, 1, 0), uncertain_voxels(probability_ijk).transpose(2, 1, 0),
+                     mask_ijk.transpose(2, 1, 0), slice_spacing_mm=slice_spacing,
+                     voxel_ml=inference.voxel_volume_ml(spacing, direction))
+    del raw_mask_ijk
     if cancel is not None and cancel():
         raise SegmentationCancelledError("segmentation cancelled; nothing was produced")
     mask = np.ascontiguousarray(from_network_axes(mask_ijk, reorientation))
@@ -210,6 +218,7 @@ def segment_array_windows(
         oblique_deg=reorientation.oblique_deg,
         seconds=time.perf_counter() - started,
         warnings=warnings,
+        quality=quality,
     )
     if progress is not None:
         progress(1.0, f"done: liver {volume_ml:.1f} mL")

@@ -221,14 +221,15 @@ def segment_files(
     shard: tuple[int, int] | str | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
+    compile: bool = False,
 ) -> list[dict[str, Any]]:
     """Segment every input and write its outputs into ``output_dir``; returns this run's summary rows.
 
     ``paths``: image files (NIfTI, NRRD, MHA/MHD), DICOM series folders, folders of those, or text files listing
-    them one per line. ``weights`` / ``model`` / ``device`` / ``batch_size`` / ``postprocess`` / ``intensity`` are
-    those of :func:`segment_image`; the model is loaded once for the whole batch. ``shard``: ``(I, N)`` or
-    ``"I/N"`` to process only shard I of N. ``progress(fraction, message)`` covers the whole batch; ``cancel()``
-    is checked between cases and between slice batches.
+    them one per line. ``weights`` / ``model`` / ``device`` / ``batch_size`` / ``postprocess`` / ``intensity`` /
+    ``compile`` are those of :func:`segment_image`; the model is loaded once for the whole batch. ``shard``:
+    ``(I, N)`` or ``"I/N"`` to process only shard I of N. ``progress(fraction, message)`` covers the whole batch;
+    ``cancel()`` is checked between cases and between slice batches.
 
     Each row has the keys of :data:`SUMMARY_COLUMNS` (status ``ok``, ``skipped`` or ``error`` with a one-line
     message). Raises CheckpointError / WeightsNotFoundError before anything is written when the weights are
@@ -271,7 +272,8 @@ def segment_files(
                 row = _other_row(case, ERROR, duplicates[position])
             else:
                 row = _run_case(case, outputs, prepared, overwrite=overwrite, batch_size=batch_size,
-                                postprocess=postprocess, intensity=intensity, progress=case_progress, cancel=cancel)
+                                postprocess=postprocess, intensity=intensity, progress=case_progress, cancel=cancel,
+                                compile=compile)
             if row["status"] == ERROR:
                 logger.error("%s: %s", case.name, row["message"])
             elif row["status"] == SKIPPED:
@@ -295,6 +297,7 @@ def _run_case(
     intensity: IntensityPreset | str | None,
     progress: Callable[[float, str], None],
     cancel: CancelCheck | None,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Segment one case and write its outputs; the row says how it went (cancellation propagates)."""
     existing = [path.name for path in outputs.values() if path.exists()]
@@ -305,7 +308,7 @@ def _run_case(
         progress(0.0, "reading")
         image = read_case(case)
         result = segment_image(image, model=prepared, batch_size=batch_size, postprocess=postprocess,
-                               progress=progress, cancel=cancel, intensity=intensity)
+                               progress=progress, cancel=cancel, intensity=intensity, compile=compile)
         progress(1.0, "writing")
         write_case_outputs(image, result, outputs)
     except SegmentationCancelledError:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,7 @@ import torch
 from RMAMambaSegmentationLib import registry
 from RMAMambaSegmentationLib.callbacks import CancelCheck, ProgressCallback
 from RMAMambaSegmentationLib.errors import RMAMambaError, SegmentationCancelledError
+from RMAMambaSegmentationLib.volume.compiled import compiled_forward
 from RMAMambaSegmentationLib.volume.devices import DEFAULT_CPU_BATCH, auto_batch_size, is_out_of_memory
 from RMAMambaSegmentationLib.volume.intensity import MODALITY_NAMES, IntensityPreset, apply_bounds
 from RMAMambaSegmentationLib.volume.model_card import ModelCard
@@ -204,6 +205,7 @@ def _predict_batch(
     slices01: np.ndarray,
     input_size: tuple[int, int],
     context_slices: int = 0,
+    forward: Callable[[torch.Tensor], object] | None = None,
 ) -> np.ndarray:
     """Probabilities ``(b, rows, cols)`` for a batch of normalised slices (with neighbours when
     ``context_slices`` is 1: ``b + 2`` slices in, ``b`` out)."""
@@ -213,7 +215,7 @@ def _predict_batch(
     else:
         inputs = slices_to_network_input(slices01, input_size, device=prepared.device)
     with _autocast(prepared.device):
-        logits = _as_logits(prepared.module(inputs), inputs.shape[0])
+        logits = _as_logits((forward or prepared.module)(inputs), inputs.shape[0])
     probability = torch.sigmoid(resize_logits_back(logits, (rows, cols)))
     return probability[:, 0].cpu().numpy().astype(np.float32, copy=False)
 
@@ -233,13 +235,15 @@ def segment_array(
     intensity: IntensityPreset | str | None = None,
     window_size: Sequence[int] | None = None,
     overlap: float | None = None,
+    compile: bool = False,
 ) -> ArraySegmentation:
     """Segment a ``(k, j, i)`` array (SimpleITK / MRML order) with spacing (i, j, k) in mm and an LPS direction.
 
     Raises InvalidImageError for an input that cannot be segmented, CheckpointError / WeightsNotFoundError for
     weights, SegmentationCancelledError when ``cancel()`` returns True (checked between batches).
     3D-window models of the registry (SRMA-Mamba) go to :mod:`.window_inference`; ``window_size`` (i, j, k) and
-    ``overlap`` override their sliding window.
+    ``overlap`` override their sliding window. ``compile``: run the 2D network through ``torch.compile`` where a
+    compiler is present (:mod:`.compiled`; once per batch shape, cached with the module; eager otherwise).
     """
     started = time.perf_counter()
     if batch_size is not None and int(batch_size) < 1:
@@ -283,6 +287,7 @@ def segment_array(
     probability_stack = reorientation.to_axial(probability)
     prepared.module.eval()
     _report(progress, 0.0, f"segmenting {n_slices} slices on {_device_label(prepared.device)}")
+    forward = compiled_forward(prepared.module, prepared.device, enabled=compile)
     start = 0
     with torch.inference_mode():
         while start < n_slices:
@@ -291,7 +296,7 @@ def segment_array(
             try:
                 probability_stack[start:stop] = _predict_batch(
                     prepared, apply_bounds(_batch_slices(stack, start, stop, context_slices), lo, hi), input_size,
-                    context_slices,
+                    context_slices, forward,
                 )
             except (RuntimeError, MemoryError) as error:
                 if prepared.device.type != "cuda" or not is_out_of_memory(error):
@@ -342,6 +347,7 @@ def segment_image(
     intensity: IntensityPreset | str | None = None,
     window_size: Sequence[int] | None = None,
     overlap: float | None = None,
+    compile: bool = False,
 ) -> SegmentationResult:
     """Segment the liver in a 3D scalar SimpleITK image.
 
@@ -367,6 +373,7 @@ def segment_image(
         intensity=intensity,
         window_size=window_size,
         overlap=overlap,
+        compile=compile,
     )
     mask = sitk.GetImageFromArray(result.mask)
     mask.CopyInformation(image)

@@ -127,3 +127,13 @@ def test_cuda_kernel_matches_reference(d_state: int) -> None:
     assert len(cuda_leaves) == len(cpu_leaves)
     for a, b in zip(cuda_leaves, cpu_leaves):
         assert relative_error(a.grad.cpu(), b.grad) <= 1e-5
+
+
+@pytest.mark.parametrize("length,dt_range", [(1000, (1e-3, 1e-1)), (4096, (1e-3, 1e-1)), (300, (2.0, 8.0))])
+def test_inference_scan_of_scalar_states_matches_reference(length: int, dt_range: tuple[float, float]) -> None:
+    """d_state 1 under inference_mode takes the in-place path (ragged lengths padded; strong decay falls back)."""
+    inputs = realistic_inputs(batch=2, channels=12, groups=4, d_state=1, length=length, seed=5, dt_range=dt_range)
+    with torch.inference_mode():
+        fast = selective_scan_chunked(*inputs, tile_elements=6 * length)
+    slow = selective_scan_reference(*inputs)
+    assert relative_error(fast, slow) <= 1e-5

@@ -9,6 +9,7 @@ nothing is wasted. For SRMA-Mamba the rows' "slice" is one window (default 224 x
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -17,6 +18,7 @@ import torch
 
 from .network.rma_mamba import VARIANTS, build_model
 from .network.srma_mamba import DEFAULT_WINDOW, gflop_per_window
+from .volume.compiled import compile_available, compiled_forward
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +90,13 @@ def run_benchmark(
     reference_scan: bool = True,
     progress: Callable[[str], None] | None = None,
     window: Sequence[int] = DEFAULT_WINDOW,
+    compile: bool = False,
 ) -> tuple[float, list[BenchmarkRow]]:
     """Measure every (variant, batch); returns the matmul GFLOP/s and the rows.
 
     With ``reference_scan`` each variant is also timed once at batch 1 with the sequential scan. ``"SRMA"`` times
-    SRMA-Mamba on random ``window`` volumes (batch 1 only on the CPU).
+    SRMA-Mamba on random ``window`` volumes (batch 1 only on the CPU). With ``compile`` the 2D rows at the default
+    scan are also timed through ``torch.compile`` (scan ``"compiled"``; compiling happens in the warm-up call).
     """
     device = torch.device(device)
     gflops = matmul_gflops(device)
@@ -106,15 +110,18 @@ def run_benchmark(
         floor_ms = 1e3 * variant.gflop_per_slice * area / gflops
         model = build_model(variant.name).to(device).eval()
         configurations = [(batch, "auto") for batch in batches]
+        if compile and compile_available(device.type):
+            configurations += [(batch, "compiled") for batch in batches]
         if reference_scan:
             configurations.append((1, "reference"))
         for batch, scan in configurations:
             if progress:
                 progress(f"RMA-Mamba-{variant.name} batch {batch} scan {scan}")
-            model.set_scan_backend(scan)
+            model.set_scan_backend("auto" if scan == "compiled" else scan)
+            forward = compiled_forward(model, device) if scan == "compiled" else model
             x = torch.rand(batch, 3, size, size, device=device)
             with torch.inference_mode():
-                seconds = seconds_per_call(lambda m=model, x=x: m(x), device,
+                seconds = seconds_per_call(lambda m=forward, x=x: m(x), device,
                                            repeats=1 if scan == "reference" else repeats)
             ms = 1e3 * seconds / batch
             rows.append(BenchmarkRow(variant.name, batch, scan, ms, 1e3 / ms, floor_ms))
@@ -145,11 +152,25 @@ def _srma_rows(batches: Sequence[int], device: torch.device, window: Sequence[in
     return rows
 
 
+_SCAN_LABELS = {"reference": "sequential reference", "auto": "default", "compiled": "default, torch.compile"}
+
+
+def bf16_native() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (oneDNN's check: AVX512-BF16 or AMX)."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except RuntimeError:
+        return False
+
+
 def format_table(gflops: float, rows: Sequence[BenchmarkRow], device: str) -> str:
     """A Markdown table of the rows, headed by the device and its matmul rate."""
     lines = [
         f"device: {device}, float32 matmul {gflops:.1f} GFLOP/s, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads",
+        f"{torch.get_num_threads()} threads (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}), "
+        f"native bfloat16 matmul: {'yes' if bf16_native() else 'no'}, "
+        f"torch.compile: {'available' if compile_available('cpu') else 'not available (no C++ compiler)'}",
         "",
         "| model | batch | scan | ms/slice | slices/s | FLOP floor ms/slice | x floor |",
         "|---|---:|---|---:|---:|---:|---:|",
@@ -158,7 +179,7 @@ def format_table(gflops: float, rows: Sequence[BenchmarkRow], device: str) -> st
     for row in rows:
         if row.variant == "SRMA":
             continue
-        scan = "sequential reference" if row.scan == "reference" else "default"
+        scan = _SCAN_LABELS.get(row.scan, row.scan)
         lines.append(f"| RMA-Mamba-{row.variant} | {row.batch} | {scan} | {row.ms_per_slice:.0f} | "
                      f"{row.slices_per_s:.2f} | {row.floor_ms_per_slice:.0f} | {row.times_floor:.2f} |")
     if windows:

@@ -25,6 +25,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per configuration (median kept)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-reference", action="store_true", help="skip the slow sequential-scan comparison")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time T/S through torch.compile (when a C++ compiler is present)")
+    parser.add_argument("--volume", action="store_true",
+                        help="also time segment_image end to end (seconds, peak memory) on the bundled example and "
+                             "a synthetic CT, with the default weights")
+    parser.add_argument("--ct-size", nargs=3, type=int, default=[512, 512, 300], metavar=("I", "J", "K"),
+                        help="voxels of the synthetic CT of --volume (default: 512 512 300)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per row instead of a table")
     parser.set_defaults(run=run)
 
@@ -42,18 +49,41 @@ def run(args: argparse.Namespace) -> int:
     if any(batch < 1 for batch in args.batch) or args.size < 32 or args.repeats < 1:
         print("rmamamba benchmark: batch sizes and repeats must be >= 1 and --size >= 32", file=sys.stderr)
         return 2
+    if any(w < 1 for w in args.ct_size):
+        print("rmamamba benchmark: --ct-size must be positive", file=sys.stderr)
+        return 2
     if any(w < 16 or w % 16 for w in args.window):
         print("rmamamba benchmark: --window sizes must be multiples of 16", file=sys.stderr)
         return 2
     gflops, rows = run_benchmark(
         args.variants, args.batch, device=device, size=args.size, repeats=args.repeats,
         reference_scan=not args.no_reference, progress=lambda message: print(f"timing {message} ...", file=sys.stderr),
-        window=tuple(args.window),
+        window=tuple(args.window), compile=args.compile,
     )
+    volume_rows = []
+    if args.volume:
+        from RMAMambaSegmentationLib.benchmark_volume import run_volume_benchmark
+        from RMAMambaSegmentationLib.network.rma_mamba import VARIANTS
+
+        print("timing segment_image end to end ...", file=sys.stderr)
+        floor_ms = 1e3 * VARIANTS["T"].gflop_per_slice / gflops  # the default weights are RMA-Mamba-T
+        volume_rows = run_volume_benchmark(floor_ms, device=device, compile=args.compile,
+                                           ct_size=tuple(args.ct_size))
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") else "CPU"
     if args.json:
         for row in rows:
             print(json.dumps({"device": name, "matmul_gflops": round(gflops, 1), **row.to_dict()}))
+        for volume in volume_rows:
+            print(json.dumps({"device": name, "matmul_gflops": round(gflops, 1), "case": volume.case,
+                              "slices": volume.slices, "seconds": round(volume.seconds, 2),
+                              "ms_per_slice": round(volume.ms_per_slice, 1),
+                              "times_floor": round(volume.times_floor, 2),
+                              "peak_rss_mb": round(volume.peak_rss_mb)}))
     else:
         print(format_table(gflops, rows, name))
+        if volume_rows:
+            from RMAMambaSegmentationLib.benchmark_volume import format_volume_table
+
+            print("\nsegment_image end to end (default weights, RMA-Mamba-T):\n")
+            print(format_volume_table(volume_rows))
     return 0

@@ -99,6 +99,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "error instead of a warning")
     parser.add_argument("--shard", type=_shard, metavar="I/N",
                         help="process only shard I of N of the inputs (1 <= I <= N), for cluster array jobs")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile the 2D network with torch.compile where a C++ compiler (CPU) or Triton (CUDA) "
+                             "is present; once per batch shape, falls back to eager otherwise")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
     return parser
@@ -165,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, postprocess=args.postprocess, intensity=intensity, strict=args.strict,
             probability=args.probability,
             mask_format=args.mask_format, overlay=args.overlay, overwrite=args.overwrite, shard=args.shard,
-            progress=bar,
+            progress=bar, compile=args.compile,
         )
     except KeyboardInterrupt:
         logger.error("interrupted; finished cases keep their outputs")

@@ -234,19 +234,55 @@ def selective_scan_chunked(
         row_tiles = []
         for row_index, (u_t, d_t, A_t, D_t, bias_t) in enumerate(row_parts):
             if keep_graph:
-                y = _ScanTile.apply(u_t, d_t, A_t, B_b, C_b, D_t, bias_t, delta_softplus, chunk)
-            else:
-                y = _scan_tile_values(u_t, d_t, A_t, B_b, C_b, D_t, bias_t, delta_softplus, chunk)
-            if out is None:
-                row_tiles.append(y)
-            else:
-                m0 = row_index * tile_rows
-                out[b0:b0 + u_b.shape[0], m0:m0 + y.shape[1]] = y
+                row_tiles.append(_ScanTile.apply(u_t, d_t, A_t, B_b, C_b, D_t, bias_t, delta_softplus, chunk))
+                continue
+            m0 = row_index * tile_rows
+            target = out[b0:b0 + u_b.shape[0], m0:m0 + u_t.shape[1]]
+            if states == 1 and _scalar_scan_into(target, u_t, d_t, A_t, B_b, C_b, D_t, bias_t, delta_softplus, chunk):
+                continue
+            target.copy_(_scan_tile_values(u_t, d_t, A_t, B_b, C_b, D_t, bias_t, delta_softplus, chunk))
         if out is None:
             block_tiles.append(torch.cat(row_tiles, dim=1) if len(row_tiles) > 1 else row_tiles[0])
     if out is None:
         out = torch.cat(block_tiles, dim=0) if len(block_tiles) > 1 else block_tiles[0]
     return out.reshape(batch, channels, length)
+
+
+def _softplus_(x: torch.Tensor) -> torch.Tensor:
+    """``softplus(x)`` written over ``x`` (PyTorch's defaults: beta 1, threshold 20)."""
+    return torch._C._nn.softplus(x, 1, 20, out=x)
+
+
+def _scalar_scan_into(out, u, delta, A, B, C, D, bias, delta_softplus: bool, chunk: int) -> bool:
+    """One d_state-1 tile without autograd, written into ``out``; False (nothing written) when a chunk decays too much.
+
+    Fewer passes over memory than :func:`linear_recurrence`: ``cumsum(dt * A) = A * cumsum(dt)`` (A is constant
+    per channel), the growth factor is kept and divided out instead of taking its reciprocal, every temporary is
+    updated in place and the last operation writes into ``out``. u, delta (k, m, L); A (k, m, 1); B, C (k, 1, L).
+    """
+    length = u.shape[-1]
+    steps = 1 << max(0, (min(chunk, length) - 1).bit_length())
+    if steps == 1:
+        return False
+    dt = delta + bias[..., None]
+    if delta_softplus:
+        _softplus_(dt)
+    x = (dt * u).mul_(B)
+    pad = (-length) % steps
+    if pad:
+        dt, x = F.pad(dt, (0, pad)), F.pad(x, (0, pad))
+    growth = dt.unflatten(-1, (-1, steps)).cumsum_(-1).mul_(-A[..., None])  # -P_t >= 0, in place over dt
+    if float(growth[..., -1].max()) > _MAX_CHUNK_LOG_DECAY:
+        return False
+    growth.exp_()
+    local = x.unflatten(-1, (-1, steps)).mul_(growth).cumsum_(-1)
+    chunk_decay = growth[..., -1].reciprocal()
+    carried = _inclusive_scan(chunk_decay, local[..., -1] * chunk_decay)
+    h = local.add_(F.pad(carried[..., :-1], (1, 0))[..., None]).div_(growth).flatten(-2)
+    if pad:
+        h = h[..., :length]
+    torch.addcmul(h.mul_(C), D[..., None], u, out=out)
+    return True
 
 
 def _scan_tile_values(u, delta, A, B, C, D, bias, delta_softplus: bool, chunk: int) -> torch.Tensor:

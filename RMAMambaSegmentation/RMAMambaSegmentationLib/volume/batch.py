@@ -234,15 +234,16 @@ def segment_files(
     shard: tuple[int, int] | str | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
+    compile: bool = False,
 ) -> list[dict[str, Any]]:
     """Segment every input and write its outputs into ``output_dir``; returns this run's summary rows.
 
     ``paths``: image files (NIfTI, NRRD, MHA/MHD), DICOM series folders, folders of those, or text files listing
-    them one per line. ``weights`` / ``model`` / ``device`` / ``batch_size`` / ``postprocess`` / ``intensity`` are
-    those of :func:`segment_image`; the model is loaded once for the whole batch. ``shard``: ``(I, N)`` or
-    ``"I/N"`` to process only shard I of N. ``strict``: a scan that does not match the weights' model card is an
-    error (else a warning in the row's message). ``progress(fraction, message)`` covers the whole batch; ``cancel()``
-    is checked between cases and between slice batches.
+    them one per line. ``weights`` / ``model`` / ``device`` / ``batch_size`` / ``postprocess`` / ``intensity`` /
+    ``compile`` are those of :func:`segment_image`; the model is loaded once for the whole batch. ``shard``:
+    ``(I, N)`` or ``"I/N"`` to process only shard I of N. ``strict``: a scan that does not match the weights' model
+    card is an error (else a warning in the row's message). ``progress(fraction, message)`` covers the whole batch;
+    ``cancel()`` is checked between cases and between slice batches.
 
     Each row has the keys of :data:`SUMMARY_COLUMNS` (status ``ok``, ``skipped`` or ``error`` with a one-line
     message). Raises CheckpointError / WeightsNotFoundError before anything is written when the weights are
@@ -290,7 +291,7 @@ def segment_files(
             else:
                 row = _run_case(case, outputs, prepared, overwrite=overwrite, batch_size=batch_size,
                                 postprocess=postprocess, intensity=intensity, strict=strict, progress=case_progress,
-                                cancel=cancel)
+                                cancel=cancel, compile=compile)
             if row["status"] == ERROR:
                 logger.error("%s: %s", case.name, row["message"])
             elif row["status"] == SKIPPED:
@@ -315,6 +316,7 @@ def _run_case(
     strict: bool,
     progress: Callable[[float, str], None],
     cancel: CancelCheck | None,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Segment one case and write its outputs; the row says how it went (cancellation propagates)."""
     existing = [path.name for path in outputs.values() if path.exists()]
@@ -331,7 +333,7 @@ def _run_case(
         image = read_case(case)
         result = segment_image(image, model=prepared, batch_size=batch_size, postprocess=postprocess,
                                progress=progress, cancel=cancel, intensity=intensity, strict=strict,
-                               probability="probability" in outputs)
+                               probability="probability" in outputs, compile=compile)
         progress(1.0, "writing")
         write_case_outputs(image, result, to_write, case.name)
     except SegmentationCancelledError:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ import torch
 from RMAMambaSegmentationLib import registry
 from RMAMambaSegmentationLib.callbacks import CancelCheck, ProgressCallback
 from RMAMambaSegmentationLib.errors import RMAMambaError, SegmentationCancelledError
+from RMAMambaSegmentationLib.volume.compiled import compiled_forward
 from RMAMambaSegmentationLib.volume.devices import DEFAULT_CPU_BATCH, auto_batch_size, is_out_of_memory
 from RMAMambaSegmentationLib.volume.intensity import MODALITY_NAMES, IntensityPreset, apply_bounds
 from RMAMambaSegmentationLib.volume.model_card import ModelCard
@@ -204,6 +205,7 @@ def _predict_batch(
     slices01: np.ndarray,
     input_size: tuple[int, int],
     context_slices: int = 0,
+    forward: Callable[[torch.Tensor], object] | None = None,
 ) -> np.ndarray:
     """Probabilities ``(b, rows, cols)`` for a batch of normalised slices (with neighbours when
     ``context_slices`` is 1: ``b + 2`` slices in, ``b`` out)."""
@@ -213,7 +215,7 @@ def _predict_batch(
     else:
         inputs = slices_to_network_input(slices01, input_size, device=prepared.device)
     with _autocast(prepared.device):
-        logits = _as_logits(prepared.module(inputs), inputs.shape[0])
+        logits = _as_logits((forward or prepared.module)(inputs), inputs.shape[0])
     probability = torch.sigmoid(resize_logits_back(logits, (rows, cols)))
     return probability[:, 0].cpu().numpy().astype(np.float32, copy=False)
 
@@ -246,6 +248,8 @@ def segment_array(
     weights, SegmentationCancelledError when ``cancel()`` returns True (checked between batches).
     3D-window models of the registry (SRMA-Mamba) go to :mod:`.window_inference`; ``options.window_size`` (i, j, k)
     and ``options.overlap`` override their sliding window.
+    ``options.compile``: run the 2D network through ``torch.compile`` where a compiler is present
+    (:mod:`.compiled`; once per batch shape, cached with the module; eager otherwise).
     """
     options = RunOptions.build(options, **keywords).checked()
     window_size, overlap = options.window_size, options.overlap
@@ -298,6 +302,7 @@ def segment_array(
     probability_stack = reorientation.to_axial(probability) if probability is not None else None
     prepared.module.eval()
     _report(progress, 0.0, f"segmenting {n_slices} slices on {_device_label(prepared.device)}")
+    forward = compiled_forward(prepared.module, prepared.device, enabled=options.compile)
     start = 0
     with torch.inference_mode():
         while start < n_slices:
@@ -306,7 +311,7 @@ def segment_array(
             try:
                 batch_probability = _predict_batch(
                     prepared, apply_bounds(_batch_slices(stack, start, stop, context_slices), lo, hi), input_size,
-                    context_slices,
+                    context_slices, forward,
                 )
             except (RuntimeError, MemoryError) as error:
                 if prepared.device.type != "cuda" or not is_out_of_memory(error):
@@ -369,6 +374,7 @@ def segment_image(
     overlap: float | None = None,
     probability: bool = True,
     strict: bool = False,
+    compile: bool = False,
 ) -> SegmentationResult:
     """Segment the liver in a 3D scalar SimpleITK image.
 
@@ -384,7 +390,7 @@ def segment_image(
     options = RunOptions(weights=None if weights is None else str(weights), device=device, intensity=intensity,
                          postprocess=postprocess, probability_map=probability, batch_size=batch_size,
                          window_size=None if window_size is None else tuple(window_size), overlap=overlap,
-                         strict=strict)
+                         strict=strict, compile=compile)
     result = segment_array(
         sitk.GetArrayViewFromImage(image),
         spacing=image.GetSpacing(),

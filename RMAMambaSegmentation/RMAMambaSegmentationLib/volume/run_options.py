@@ -31,6 +31,8 @@ class RunOptions:
         overlap: a 3D-window model's window overlap in [0, 1); None = its registry entry or model card.
         strict: a scan that does not match the model card (modality, sequence, intensity range) is an error
             instead of a warning.
+        compile: run the 2D network through ``torch.compile`` where a compiler is present (minutes to compile on
+            a CPU, so off by default there).
     """
 
     weights: str | None = None
@@ -43,6 +45,7 @@ class RunOptions:
     window_size: tuple[int, ...] | None = None
     overlap: float | None = None
     strict: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.weights is not None and not isinstance(self.weights, str):
@@ -85,7 +88,7 @@ class RunOptions:
             raise ValueError(f"overlap must lie in [0, 1), got {self.overlap}")
         return replace(self, variant=variant, batch_size=batch, postprocess=bool(self.postprocess),
                        probability_map=bool(self.probability_map), window_size=window, overlap=overlap,
-                       strict=bool(self.strict))
+                       strict=bool(self.strict), compile=bool(self.compile))
 
     @property
     def weights_path(self) -> Path | None:

@@ -82,12 +82,13 @@ class SegmentationJob:
     model: Any = None
 
 
-def _resolve_weights(weights: str | Path | None) -> Path:
-    """The weights file to load: ``weights`` or the default one; WeightsNotFoundError when it does not exist."""
+def _resolve_weights(weights: str | Path | None, variant: str | None = None) -> Path:
+    """The weights file to load: ``weights`` or the ones shipped for ``variant`` (default RMA-Mamba-T, or the
+    U-Net baseline's); WeightsNotFoundError when it does not exist."""
     if weights is None or str(weights).strip() == "":
         from ..checkpoints import default_weights_path
 
-        return Path(default_weights_path())
+        return Path(default_weights_path(variant))
     path = Path(weights).expanduser()
     if not path.is_file():
         raise WeightsNotFoundError(
@@ -100,7 +101,10 @@ def _resolve_weights(weights: str | Path | None) -> Path:
 def _segment_label(variant: str | None) -> str:
     if not variant:
         return "RMA-Mamba"
-    return "SRMA-Mamba" if normalise_variant(variant) == "SRMA" else f"RMA-Mamba-{variant}"
+    name = normalise_variant(variant)
+    if name == "UNET":
+        return "U-Net (2D baseline)"
+    return "SRMA-Mamba" if name == "SRMA" else f"RMA-Mamba-{variant}"
 
 
 class SegmentationLogic:
@@ -148,7 +152,8 @@ class SegmentationLogic:
             replace: allow replacing the existing "Liver" segment of ``segmentationNode``.
             progress: ``progress(fraction, message)`` callback.
             cancel: returns True to stop; checked between batches of slices. The scene is then left unchanged.
-            variant: ``"T"``/``"S"``/``"SRMA"`` to check the weights' variant (None = accept any).
+            variant: ``"T"``/``"S"``/``"SRMA"``/``"UNET"`` to check the weights' variant (None = accept any);
+                ``"UNET"`` without ``weights`` selects the shipped U-Net baseline weights.
             intensity: ``"MRI"`` or ``"CT"`` (the card's preset for that modality) or ``"MRI-tissue"``; None = the
                 weights' model card, else MRI.
             postprocess: keep the largest 3D component and fill holes.
@@ -222,13 +227,13 @@ class SegmentationLogic:
         validate_volume_node(volumeNode)
         if variant is not None:
             variant = normalise_variant(variant)
-            if variant not in ("T", "S", "SRMA"):
-                raise ValueError(f"unknown model variant {variant!r}: use 'T', 'S' or 'SRMA'")
+            if variant not in ("T", "S", "SRMA", "UNET"):
+                raise ValueError(f"unknown model variant {variant!r}: use 'T', 'S', 'SRMA' or 'UNET'")
         if intensity is not None:
             IntensityPreset.from_name(intensity)  # raises "unknown intensity preset ..." before any change
         if batchSize is not None and int(batchSize) < 1:
             raise ValueError(f"batchSize must be at least 1, got {batchSize}")
-        weights_path = _resolve_weights(weights) if model is None else (Path(weights) if weights else None)
+        weights_path = _resolve_weights(weights, variant) if model is None else (Path(weights) if weights else None)
         if segmentationNode is not None:
             prepare_existing_segmentation(segmentationNode, volumeNode, replace=replace)
         array = volume_array(volumeNode)

@@ -27,7 +27,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-MODEL_CHOICES = ["RMA-Mamba-T", "RMA-Mamba-S"]
+MODEL_CHOICES = ["RMA-Mamba-T", "RMA-Mamba-S", "U-Net (baseline)"]
 DEVICE_CHOICES = ["auto", "CPU", "GPU"]
 INTENSITY_CHOICES = ["MRI", "CT"]
 #: QSettings keys: per-user preferences that are not scene state.
@@ -37,7 +37,9 @@ POLL_INTERVAL_MS = 100
 
 
 def variantOf(modelChoice: str) -> str:
-    """``"RMA-Mamba-T"`` -> ``"T"``."""
+    """``"RMA-Mamba-T"`` -> ``"T"``; ``"U-Net (baseline)"`` -> ``"UNET"``."""
+    if modelChoice.startswith("U-Net"):
+        return "UNET"
     return modelChoice.rsplit("-", 1)[-1].upper()
 
 

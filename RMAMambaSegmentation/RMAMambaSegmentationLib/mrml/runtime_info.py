@@ -14,7 +14,7 @@ from ..errors import CheckpointError, VariantMismatchError, WeightsNotFoundError
 
 logger = logging.getLogger(__name__)
 
-VARIANT_LABELS = {"T": "RMA-Mamba-T", "S": "RMA-Mamba-S"}
+VARIANT_LABELS = {"T": "RMA-Mamba-T", "S": "RMA-Mamba-S", "UNET": "U-Net (baseline)"}
 
 
 @dataclass(frozen=True)
@@ -71,13 +71,14 @@ def normalize_device(device: str | None) -> str:
 def inspect_weights(path: str | Path | None, expected_variant: str | None = None) -> WeightsStatus:
     """Read a weights file (safely) and say whether it fits ``expected_variant`` ("T"/"S", None = any).
 
-    ``path`` None means the default weights shipped with the extension. Never raises for a bad file: the
+    ``path`` None means the weights shipped with the extension for ``expected_variant`` (the U-Net baseline's for
+    "UNET", else the default RMA-Mamba-T weights). Never raises for a bad file: the
     problem is in the returned message.
     """
     from ..checkpoints import default_weights_path, load_checkpoint
 
     try:
-        resolved = Path(path) if path else default_weights_path()
+        resolved = Path(path) if path else default_weights_path(expected_variant)
         checkpoint = load_checkpoint(resolved, variant=expected_variant)
     except VariantMismatchError as error:
         return WeightsStatus(False, f"Variant mismatch: {error}", path=str(path) if path else None)

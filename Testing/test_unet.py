@@ -9,6 +9,7 @@ import shutil
 import pytest
 import SimpleITK as sitk
 import torch
+from test_train_run import paired_dataset, read_log, train
 
 from conftest import TOTALSEG
 from RMAMambaSegmentationLib import registry
@@ -27,7 +28,6 @@ from RMAMambaSegmentationLib.network.unet import UNET_WIDTHS, UNet
 from RMAMambaSegmentationLib.training.trainer import cosine_factor
 from RMAMambaSegmentationLib.volume.inference import segment_image
 from RMAMambaSegmentationLib.volume.model_card import read_model_card
-from test_train_run import paired_dataset, read_log, train
 
 FAST = ["--input-size", "64", "--batch-size", "4", "--valid-max-slices", "6", "--no-progress"]
 
@@ -92,9 +92,9 @@ def test_checkpoint_recognition_and_mismatch_errors(tmp_path):
     loaded = load_model(path, variant="u-net")
     for key, value in unet.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value.half().float() if value.is_floating_point() else value)
-    with pytest.raises(VariantMismatchError, match="holds U-Net .* weights but RMA-Mamba-T was selected"):
+    with pytest.raises(VariantMismatchError, match=r"holds U-Net .* weights but RMA-Mamba-T was selected"):
         load_checkpoint(path, variant="T")
-    with pytest.raises(VariantMismatchError, match="holds RMA-Mamba-T weights but U-Net .* was selected.*not "
+    with pytest.raises(VariantMismatchError, match=r"holds RMA-Mamba-T weights but U-Net .* was selected.*not "
                                                    "interchangeable"):
         load_checkpoint(default_weights_path(), variant="unet")
 

@@ -1,4 +1,4 @@
-"""3D Slicer module: liver segmentation in abdominal MRI and CT with RMA-Mamba.
+"""3D Slicer module: liver segmentation with RMA-Mamba (default weights: T2-weighted MRI).
 
 Thin by design: the work is done by ``RMAMambaSegmentationLib.SegmentationLogic`` (Qt-free, tested headless; the
 panel's runs go to a worker process), the panel's decisions by ``RMAMambaSegmentationLib.panel.controller``; this
@@ -28,8 +28,10 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-MODEL_CHOICES = ["RMA-Mamba-T", "RMA-Mamba-S"]
-DEVICE_CHOICES = ["auto", "CPU", "GPU"]
+#: The library's ``registry.panel_choices()`` and ``devices.DEVICE_CHOICES``, spelled out so that nothing of the
+#: library loads at Slicer start-up (Testing/test_module_ui.py checks they match).
+MODEL_CHOICES = ["RMA-Mamba-T", "RMA-Mamba-S", "SRMA-Mamba", "U-Net (2D baseline)"]
+DEVICE_CHOICES = ["auto", "CPU", "CUDA GPU", "Apple GPU"]
 INTENSITY_CHOICES = ["MRI", "CT"]
 #: QSettings keys: per-user preferences that are not scene state.
 SETTINGS_WEIGHTS_KEY = "RMAMambaSegmentation/WeightsPath/{variant}"
@@ -38,8 +40,10 @@ POLL_INTERVAL_MS = 100
 
 
 def variantOf(modelChoice: str) -> str:
-    """``"RMA-Mamba-T"`` -> ``"T"``."""
-    return modelChoice.rsplit("-", 1)[-1].upper()
+    """``"RMA-Mamba-T"`` -> ``"T"``, ``"SRMA-Mamba"`` -> ``"SRMA"``, ``"U-Net (2D baseline)"`` -> ``"UNET"``."""
+    from RMAMambaSegmentationLib.registry import variant_of_choice
+
+    return variant_of_choice(modelChoice)
 
 
 #
@@ -57,7 +61,11 @@ class RMAMambaSegmentation(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["RMAMambaSegmentation contributors"]
         self.parent.helpText = _(
-            "Segments the liver in abdominal MRI or CT volumes with the RMA-Mamba network (2D, slice by slice). "
+            "Segments the liver in abdominal volumes with the RMA-Mamba networks (2D, slice by slice; SRMA-Mamba in "
+            "3D windows). The default weights shipped with the extension are for <b>T2-weighted MRI</b> only "
+            "(trained on CHAOS T2-SPIR); other MRI sequences and CT need other weights: the authors' checkpoints or "
+            "your own trained with <code>rmamamba train</code>. Every result carries a quality verdict "
+            "(<i>ok</i> or <i>check</i>) and warnings when the scan does not match the weights. "
             "Choose the input volume, the model and its weights file, then click <b>Segment liver</b>. "
             "The result is a segmentation with one <i>Liver</i> segment, ready for Segment Editor. "
             "Console use: <code>slicer.modules.rmamambasegmentation.widgetRepresentation().self().logic</code> or "

@@ -8,16 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from RMAMambaSegmentationLib import build_model, checkpoints, load_checkpoint, load_model
+from RMAMambaSegmentationLib import build_model, load_checkpoint, load_model, weights_location
 from RMAMambaSegmentationLib.checkpoints import (
-    DEFAULT_WEIGHTS_NAME,
-    MODELS_DIR,
     default_weights_path,
     file_sha256,
     load_vmamba_backbone,
     save_checkpoint,
 )
 from RMAMambaSegmentationLib.errors import CheckpointError, VariantMismatchError, WeightsNotFoundError
+from RMAMambaSegmentationLib.weights_location import DEFAULT_WEIGHTS_NAME, MODELS_DIR
 
 
 def shape_only_state_dict(variant: str) -> dict[str, torch.Tensor]:
@@ -152,7 +151,7 @@ def test_the_shipped_default_weights_are_found() -> None:
 
 
 def test_missing_default_weights_are_a_clear_error(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(checkpoints, "MODELS_DIR", tmp_path)
+    monkeypatch.setattr(weights_location, "MODELS_DIR", tmp_path)
     with pytest.raises(WeightsNotFoundError, match=r"no default weights are installed \(.*\); pass a weights file"):
         default_weights_path()
 

@@ -1,4 +1,5 @@
-"""The shipped default weights segment real CHAOS T2-SPIR livers: weights, preprocessing and pipeline fit.
+"""The shipped weights (the default RMA-Mamba-T and the U-Net baseline) segment real CHAOS T2-SPIR livers:
+weights, preprocessing and pipeline fit.
 
 The subject is a validation subject of the committed split (never trained on); the image and its expert mask come
 from ``../shared/data``. README's main job (``rmamamba segment`` on the bundled copy of that image) must give the
@@ -16,11 +17,12 @@ import SimpleITK as sitk
 
 from conftest import DATA, PROJECT_ROOT
 from RMAMambaSegmentationLib import load_checkpoint, segment_image
-from RMAMambaSegmentationLib.checkpoints import MODELS_DIR, default_weights_path, file_sha256
+from RMAMambaSegmentationLib.checkpoints import default_weights_path, file_sha256
 from RMAMambaSegmentationLib.cli import main
 from RMAMambaSegmentationLib.training.metrics import overlap_scores
 from RMAMambaSegmentationLib.volume.model_card import read_model_card
 from RMAMambaSegmentationLib.volume.overlay import CHECK_RGB
+from RMAMambaSegmentationLib.weights_location import BUNDLED_WEIGHTS, MODELS_DIR
 from RMAMambaSegmentationLib.worker.runtime_info import inspect_weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -89,3 +91,35 @@ def test_readme_main_job_on_the_bundled_example(tmp_path, library_result) -> Non
     assert (row["status"], row["quality"], row["message"]) == ("ok", "ok", "")
     assert row["intensity"].startswith("MRI-tissue")
     assert tuple(sitk.GetArrayFromImage(overlay)[0, 0]) != CHECK_RGB  # no "CHECK QUALITY" frame
+
+
+def test_unet_weights_ship_with_their_model_card() -> None:
+    path = default_weights_path("unet")
+    assert path == MODELS_DIR / BUNDLED_WEIGHTS["UNET"] and path.stat().st_size < 5e6
+    assert load_checkpoint(path).variant == "UNET"
+    card = read_model_card(path)
+    assert card is not None and card.variant == "UNET" and all(n % 16 == 0 for n in card.input_size)
+    assert card.intensity.name == "MRI" and card.intensity.kind == "tissue"
+    assert "CC BY-NC-SA 4.0" in card.licence and "Not for clinical use" in card.notes
+    assert card.provenance["sha256"] == file_sha256(path)
+    split = json.loads((MODELS_DIR / "chaos_t2spir_split.json").read_text())
+    assert card.training["data"]["train_cases"] == split["train"]
+    assert card.training["valid_dice_per_volume_mean"] == pytest.approx(
+        np.mean(list(card.training["valid_dice_per_volume"].values())), abs=1e-4)
+    status = inspect_weights(None, "UNET")  # the Slicer panel with "U-Net (baseline)" and no file chosen
+    assert status.ok and status.variant == "UNET" and "Default" in status.message
+
+
+def test_unet_weights_segment_a_validation_liver(tmp_path) -> None:
+    """``rmamamba segment --model unet`` (no --weights): the shipped U-Net finds the same liver at Dice >= 0.85."""
+    out = tmp_path / "unet"
+    assert main(["segment", str(EXAMPLE), "-o", str(out), "--model", "unet", "--device", "cpu", "-q",
+                 "--no-overlay"]) == 0
+    name = EXAMPLE.name.removesuffix(".nii.gz")
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{name}_liver.nii.gz")))
+    score = overlap_scores(mask, expert_mask(VALIDATION_CASE))["dice"]
+    assert score >= MIN_DICE, f"U-Net Dice {score:.3f} on {VALIDATION_CASE}"
+    image = sitk.ReadImage(str(EXAMPLE))
+    result = segment_image(image, model="unet", device="cpu")
+    assert result.weights_sha256 == file_sha256(default_weights_path("unet"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(result.mask), mask)

@@ -279,3 +279,15 @@ def test_every_library_import_of_the_module_script_resolves(script_tree):
         for alias in node.names:
             assert hasattr(module, alias.name) or importlib.util.find_spec(f"{node.module}.{alias.name}"), (
                 f"line {node.lineno}: {node.module} has no {alias.name}")
+
+
+def test_panel_choices_are_the_library_ones(script_tree):
+    """The script spells out its model and device choices (no library import at start-up): they must be the
+    registry's and the device module's."""
+    from RMAMambaSegmentationLib import registry
+    from RMAMambaSegmentationLib.volume.devices import DEVICE_CHOICES
+
+    literals = {target.id: ast.literal_eval(node.value) for node in script_tree.body if isinstance(node, ast.Assign)
+                for target in node.targets if isinstance(target, ast.Name) and target.id.endswith("_CHOICES")}
+    assert literals["MODEL_CHOICES"] == registry.panel_choices()
+    assert tuple(literals["DEVICE_CHOICES"]) == tuple(DEVICE_CHOICES)

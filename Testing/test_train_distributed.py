@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from conftest import PROJECT_ROOT, TOTALSEG
 
 RUNNER = textwrap.dedent(
@@ -25,7 +27,8 @@ RUNNER = textwrap.dedent(
 )
 
 
-def test_torchrun_two_processes(tmp_path):
+@pytest.mark.parametrize("model", ["T", "unet"])
+def test_torchrun_two_processes(tmp_path, model):
     data = tmp_path / "data"
     for name, image, labels in (("mr", "example_mr_sm", "example_seg_mr"), ("ct", "example_ct_sm", "example_seg")):
         (data / "images").mkdir(parents=True, exist_ok=True)
@@ -41,14 +44,14 @@ def test_torchrun_two_processes(tmp_path):
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(runner),
         "train", str(data), "--split", str(data / "split.json"), "--label", "5", "-o", str(out),
         "--input-size", "64", "--batch-size", "2", "--slices-per-epoch", "8", "--epochs", "1",
-        "--valid-max-slices", "6", "--device", "cpu", "--no-progress",
+        "--valid-max-slices", "6", "--device", "cpu", "--no-progress", "--model", model,
     ]
     try:
         completed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
         assert completed.returncode == 0, completed.stderr[-3000:]
         assert "rank 1 of 2" in completed.stderr
         card = json.loads((out / "last.json").read_text())
-        assert card["training"]["world_size"] == 2
+        assert card["training"]["world_size"] == 2 and card["variant"] == model.upper()
         with (out / "log.csv").open(newline="") as handle:
             rows = list(csv.DictReader(handle))
         # 8 slices per epoch shared by 2 processes with batches of 2: 2 steps each.

@@ -52,9 +52,9 @@ def test_mismatched_missing_and_corrupt_weights(s_weights, tmp_path, monkeypatch
     torch.save({"conv.weight": torch.zeros(2, 2)}, not_rma)
     assert inspect_weights(not_rma).message.startswith("Unusable weights")
 
-    import RMAMambaSegmentationLib.checkpoints as checkpoints
+    import RMAMambaSegmentationLib.weights_location as weights_location
 
-    monkeypatch.setattr(checkpoints, "MODELS_DIR", tmp_path / "no_models")
+    monkeypatch.setattr(weights_location, "MODELS_DIR", tmp_path / "no_models")
     default = inspect_weights(None)
     assert not default.ok and "no default weights" in default.message
 
@@ -123,14 +123,14 @@ def test_default_weights_are_named_with_their_licence(s_weights, tmp_path, monke
     """With weights installed as the default and a model card beside them, the panel names both."""
     import shutil
 
-    import RMAMambaSegmentationLib.checkpoints as checkpoints
+    import RMAMambaSegmentationLib.weights_location as weights_location
     from RMAMambaSegmentationLib.volume.model_card import ModelCard, write_model_card
 
-    installed = tmp_path / "models" / checkpoints.DEFAULT_WEIGHTS_NAME
+    installed = tmp_path / "models" / weights_location.DEFAULT_WEIGHTS_NAME
     installed.parent.mkdir()
     shutil.copy(s_weights, installed)
     write_model_card(installed, ModelCard(variant="S", licence="CC BY-NC-SA 4.0"))
-    monkeypatch.setattr(checkpoints, "MODELS_DIR", installed.parent)
+    monkeypatch.setattr(weights_location, "MODELS_DIR", installed.parent)
     status = inspect_weights(None)
     assert status.ok and status.path == str(installed)
     assert status.message.startswith("Default RMA-Mamba-S weights")

@@ -26,9 +26,9 @@ from torch import nn
 
 from .errors import CheckpointError, VariantMismatchError, WeightsNotFoundError
 from .network.rma_mamba import RMAMamba, build_model
-from .registry import SRMA, normalise_variant
+from .registry import SRMA, UNET, normalise_variant
 from .weights_file import explain_load_failure, refuse_non_checkpoint
-from .weights_location import DEFAULT_WEIGHTS_NAME, MODELS_DIR
+from .weights_location import bundled_weights_path
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +62,10 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def default_weights_path() -> Path:
-    """The weights shipped with the project, used when the user names none."""
-    path = MODELS_DIR / DEFAULT_WEIGHTS_NAME
+def default_weights_path(model: str | None = None) -> Path:
+    """The weights shipped with the project, used when the user names none: those of ``model`` ("UNET": the U-Net
+    baseline's) when the project ships some, else the default RMA-Mamba-T weights."""
+    path = bundled_weights_path(model)
     if not path.is_file():
         raise WeightsNotFoundError(
             f"no default weights are installed ({path} does not exist); pass a weights file "
@@ -115,8 +116,10 @@ def unwrap_state_dict(content: Any, source: str = "checkpoint") -> tuple[dict[st
 
 
 def model_label(variant: str) -> str:
-    """The family member's display name: "RMA-Mamba-T", "RMA-Mamba-S" or "SRMA-Mamba (3D)"."""
+    """The family member's display name: "RMA-Mamba-T", "RMA-Mamba-S", "SRMA-Mamba (3D)" or "U-Net (2D baseline)"."""
     variant = normalise_variant(variant)
+    if variant == UNET:
+        return "U-Net (2D baseline)"
     return "SRMA-Mamba (3D)" if variant == SRMA else f"RMA-Mamba-{variant}"
 
 
@@ -128,10 +131,15 @@ def is_srma_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:
 
 
 def detect_variant(state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> str:
-    """"T", "S" (2D RMA-Mamba) or "SRMA" (3D SRMA-Mamba) from the keys; CheckpointError for anything else."""
+    """"T", "S" (2D RMA-Mamba), "SRMA" (3D SRMA-Mamba) or "UNET" (2D U-Net baseline) from the keys;
+    CheckpointError for anything else."""
+    from .network.unet import is_unet_state_dict
+
     keys = set(state_dict)
     if is_srma_state_dict(state_dict):
         return SRMA
+    if is_unet_state_dict(state_dict):
+        return UNET
     if "out_conv1.weight" not in keys or not any(k.startswith("encoder.layers.") for k in keys):
         if any(k.startswith(("layers.0.blocks.", "patch_embed.")) for k in keys):
             raise CheckpointError(
@@ -166,7 +174,7 @@ def _check_against_model(state_dict: Mapping[str, torch.Tensor], model: nn.Modul
 
 
 def load_checkpoint(path: str | os.PathLike, *, variant: str | None = None) -> Checkpoint:
-    """Read an RMA-Mamba or SRMA-Mamba checkpoint, detect its variant, and verify every key and shape.
+    """Read an RMA-Mamba, SRMA-Mamba or U-Net checkpoint, detect its variant, and verify every key and shape.
 
     Raises WeightsNotFoundError (no file), CheckpointError (corrupt, not RMA-Mamba, keys do not fit) or
     VariantMismatchError (``variant`` given and the file holds another one, e.g. SRMA weights for a 2D model).
@@ -180,6 +188,9 @@ def load_checkpoint(path: str | os.PathLike, *, variant: str | None = None) -> C
         if SRMA in (wanted, detected):
             hint = (" (SRMA-Mamba is the 3D volume model, RMA-Mamba-T and -S are 2D slice models: their weights "
                     "are not interchangeable)")
+        elif UNET in (wanted, detected):
+            hint = (" (the U-Net baseline and RMA-Mamba are different networks: their weights are not "
+                    "interchangeable)")
         raise VariantMismatchError(
             f"{path} holds {model_label(detected)} weights but {model_label(wanted)} was selected{hint}; "
             f"choose {detected} (or other weights)"

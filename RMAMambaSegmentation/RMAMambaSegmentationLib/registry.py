@@ -1,6 +1,7 @@
 """One registry of the model family: how each member is fed, read out and recognised.
 
-Each :class:`ModelEntry` says whether the network sees 2D slices (RMA-Mamba-T, -S) or 3D windows (SRMA-Mamba), its
+Each :class:`ModelEntry` says whether the network sees 2D slices (RMA-Mamba-T, -S and the U-Net baseline) or 3D
+windows (SRMA-Mamba), its
 input channels, intensity recipe, window (slice size or 3D window) and overlap, which output is the prediction, the
 threshold, and how its checkpoints are recognised. A model trained with ``rmamamba train`` records the same fields
 in its model card; :func:`entry_for` applies them over the family's defaults.
@@ -28,22 +29,28 @@ PRESET_01 = "preset-0-1"
 SRMA = "SRMA"
 #: Spellings of SRMA-Mamba (upper case, without "-" and "_"); the network builder accepts the same.
 SRMA_ALIASES = ("SRMA", "SRMAMAMBA")
+#: The 2D U-Net baseline (``--model unet``); spellings "unet", "U-Net", "u_net" all select it.
+UNET = "UNET"
+UNET_ALIASES = ("UNET",)
 
 
 def normalise_variant(variant: str) -> str:
-    """"T", "S" or "SRMA" from the spellings users type ("t", "RMA-Mamba-S", "srma-mamba", ...)."""
+    """"T", "S", "SRMA" or "UNET" from the spellings users type ("t", "RMA-Mamba-S", "srma-mamba", "U-Net", ...)."""
     key = str(variant).strip().upper().replace("_", "-")
     for prefix in ("RMAMAMBA-", "RMA-MAMBA-"):
         if key.startswith(prefix):
             key = key[len(prefix):]
-    return SRMA if key.replace("-", "") in SRMA_ALIASES else key
+    compact = key.replace("-", "")
+    if compact in UNET_ALIASES:
+        return UNET
+    return SRMA if compact in SRMA_ALIASES else key
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     """How one member of the family is used."""
 
-    key: str  # "T", "S", "SRMA": what build_model / --model take
+    key: str  # "T", "S", "SRMA", "UNET": what build_model / --model take
     label: str
     inference: str  # SLICE_2D or WINDOW_3D
     channels: int  # network input channels
@@ -93,11 +100,30 @@ ENTRIES: dict[str, ModelEntry] = {
                     _2D_RECOGNITION.format(detail="st_block1..4 bridges, 15 blocks in stage 3")),
     "SRMA": ModelEntry("SRMA", "SRMA-Mamba", WINDOW_3D, 1, ZSCORE_NONZERO, (224, 224, 64), 0.25, 0, 0.5,
                        "3D layout: MONAI-style out_conv1.conv.conv head and 5-D encoder convs (484 keys)"),
+    UNET: ModelEntry(UNET, "U-Net (2D baseline)", SLICE_2D, 3, PRESET_01, (256, 256), 0.0, 0, 0.5,
+                     "2D U-Net layout: down.0..4 / up.0..3 / merge.0..3 conv blocks and a head.weight 1x1 conv"),
 }
 
 
+#: The models the Slicer panel offers, in its order (its choices are their labels).
+PANEL_MODELS = ("T", "S", SRMA, UNET)
+
+
+def panel_choices() -> list[str]:
+    """The panel's model choices: "RMA-Mamba-T", "RMA-Mamba-S", "SRMA-Mamba", "U-Net (2D baseline)"."""
+    return [ENTRIES[key].label for key in PANEL_MODELS]
+
+
+def variant_of_choice(choice: str) -> str:
+    """The registry key of a panel choice (its label, or any spelling :func:`entry` takes)."""
+    for key in PANEL_MODELS:
+        if ENTRIES[key].label == choice:
+            return key
+    return entry(choice.split("(")[0].strip()).key
+
+
 def entry(key: str) -> ModelEntry:
-    """The entry for "T", "S" or "SRMA" (any usual spelling: "RMA-Mamba-S", "srma-mamba", ...)."""
+    """The entry for "T", "S", "SRMA" or "UNET" (any usual spelling: "RMA-Mamba-S", "srma-mamba", "unet", ...)."""
     name = normalise_variant(key)
     if name not in ENTRIES:
         raise ValueError(f"unknown model {key!r}: choose one of {', '.join(ENTRIES)}")
@@ -124,5 +150,5 @@ def entry_for(variant: str | None, card: Any = None) -> ModelEntry:
     return base.with_overrides(window=window, overlap=overlap, threshold=getattr(card, "threshold", None))
 
 
-__all__ = ["ENTRIES", "INFERENCE_KINDS", "SLICE_2D", "SRMA", "WINDOW_3D", "ZSCORE_NONZERO", "ModelEntry", "entry",
-           "entry_for", "normalise_variant", "recognise"]
+__all__ = ["ENTRIES", "INFERENCE_KINDS", "SLICE_2D", "SRMA", "UNET", "WINDOW_3D", "ZSCORE_NONZERO", "ModelEntry",
+           "entry", "entry_for", "normalise_variant", "recognise"]

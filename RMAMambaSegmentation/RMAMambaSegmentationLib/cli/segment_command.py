@@ -35,6 +35,7 @@ examples:
   rmamamba segment scan.nii.gz -o out/ --weights rmamamba_t.pt --strict
   rmamamba segment DICOM/series1 list.txt -o out/ --weights ct_weights.pt --modality CT --probability
   rmamamba segment t2.nii.gz -o out/ --model SRMA --weights srma_t2.pth   (3D SRMA-Mamba, 224x224x64 windows)
+  rmamamba segment t2.nii.gz -o out/ --model unet   (the shipped 2D U-Net baseline)
   rmamamba segment cases/ -o out/ --weights w.pt --shard $((SLURM_ARRAY_TASK_ID + 1))/$SLURM_ARRAY_TASK_COUNT"""
 
 
@@ -67,9 +68,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--weights", metavar="FILE",
                         help="RMA-Mamba checkpoint, optional (default: the installed weights, T2-SPIR MRI); its "
                              "model card FILE.json beside it sets the intensity preset")
-    parser.add_argument("--model", type=str.upper, choices=("T", "S", "SRMA"),
-                        help="model of the family: T/S = 2D RMA-Mamba, SRMA = 3D SRMA-Mamba (default: detected "
-                             "from the weights); the weights must hold it")
+    parser.add_argument("--model", type=_model_name, choices=("T", "S", "SRMA", "UNET"),
+                        help="model: T/S = 2D RMA-Mamba, SRMA = 3D SRMA-Mamba, unet = the 2D U-Net baseline "
+                             "(default: detected from the weights); the weights must hold it. Without --weights, "
+                             "unet uses the shipped U-Net weights, the others the default RMA-Mamba-T weights")
     parser.add_argument("--window-size", nargs=3, type=_positive_int, metavar=("I", "J", "K"),
                         help="SRMA-Mamba sliding window in voxels along L, P, S (multiples of 16; default 224 224 64)")
     parser.add_argument("--overlap", type=float, metavar="F",
@@ -134,6 +136,12 @@ class _ClearBarFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         self.bar.clear()
         return True
+
+
+def _model_name(text: str) -> str:
+    from RMAMambaSegmentationLib.registry import normalise_variant
+
+    return normalise_variant(text)
 
 
 def _chosen_model(args: argparse.Namespace):

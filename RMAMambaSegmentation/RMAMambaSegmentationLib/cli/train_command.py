@@ -7,7 +7,10 @@ import logging
 import sys
 import time
 
+from RMAMambaSegmentationLib.training.recipes import RECIPES
+
 logger = logging.getLogger(__name__)
+
 
 DESCRIPTION = """\
 Train RMA-Mamba on liver masks. DATA is one of:
@@ -18,9 +21,13 @@ Train RMA-Mamba on liver masks. DATA is one of:
 Images and masks are paired by case name (suffixes such as _image, _liver, _mask, _seg are ignored), never by
 order. Each layout may be nested one folder deeper. Volumes are sliced axially with the inference preprocessing.
 
-Defaults follow the paper: 256x256, batch 16, Adam lr 1e-4, ReduceLROnPlateau (patience 5) on the validation
-loss, up to 500 epochs, early stopping after 50 epochs without a better validation Dice, Dice+BCE on the four
-deep-supervision outputs, rotation +-35 deg / flips / coarse dropout (each with probability 0.3).
+Defaults come from --recipe. scratch (the default from random weights): batch 8, 25 epochs, lr 1e-3 with a
+per-step cosine decay to 1e-5 (U-Net: Adam; RMA-Mamba-T/S: AdamW, weight decay 0.05, 1 warm-up epoch), rotation
++-15 deg (p 0.7), zoom 0.87-1.15 (p 0.7), gamma 0.67-1.5 (p 0.5), no flips. paper (the default with --pretrained or
+--init-weights, and for SRMA): 256x256, batch 16, Adam lr 1e-4, ReduceLROnPlateau (patience 5) on the validation
+loss, up to 500 epochs, early stopping after 50 epochs without a better validation Dice, rotation +-35 deg / flips /
+coarse dropout (each with probability 0.3). Loss: Dice+BCE summed over the deep-supervision outputs (four for
+RMA-Mamba, one for the U-Net). Any option given explicitly overrides the recipe.
 Writes OUT/last.pt and OUT/best.pt (each with a model card .json), OUT/training_state.pt (for --resume),
 OUT/log.csv and OUT/config.json. Multi-GPU: torchrun --nproc_per_node N -m RMAMambaSegmentationLib.cli train ...
 (--batch-size is then per GPU)."""
@@ -57,9 +64,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     data.add_argument("--licence", default="", help="data licence recorded in the model cards")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--variant", "--model", dest="variant", type=str.upper, default="T",
-                       choices=("T", "S", "SRMA"),
-                       help="T/S: 2D RMA-Mamba on slices; SRMA: 3D SRMA-Mamba on volume crops (default T)")
+    model.add_argument("--variant", "--model", dest="variant", type=_model_name, default="T",
+                       choices=("T", "S", "SRMA", "UNET"),
+                       help="T/S: 2D RMA-Mamba on slices; SRMA: 3D SRMA-Mamba on volume crops; unet: the 2D U-Net "
+                            "baseline on slices (default T)")
     model.add_argument("--crop-size", nargs=3, type=int, default=(224, 224, 64), metavar=("I", "J", "K"),
                        help="SRMA: training crop = validation window, multiples of 16 (default 224 224 64)")
     model.add_argument("--overlap", type=float, default=0.25, help="SRMA: validation window overlap (0.25)")
@@ -74,12 +82,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
-    optim.add_argument("--batch-size", type=int, default=None, help="default 16 slices (T/S), 2 crops (SRMA)")
-    optim.add_argument("--lr", type=float, default=1e-4)
-    optim.add_argument("--epochs", type=int, default=500)
+    optim.add_argument("--recipe", choices=RECIPES, default=None,
+                       help="defaults for the options below: scratch (from random weights; default without "
+                            "--pretrained/--init-weights) or paper (the paper's protocol)")
+    optim.add_argument("--batch-size", type=int, default=None, help="scratch 8, paper 16 slices (SRMA: 2 crops)")
+    optim.add_argument("--lr", type=float, default=None, help="scratch 1e-3, paper 1e-4")
+    optim.add_argument("--optimizer", choices=("adam", "adamw"), default=None,
+                       help="scratch: adam (U-Net) / adamw (RMA-Mamba); paper: adam")
+    optim.add_argument("--weight-decay", type=float, default=None, help="scratch: 0 (U-Net) / 0.05; paper: 0")
+    optim.add_argument("--schedule", choices=("plateau", "cosine"), default=None,
+                       help="cosine: per-step decay to --min-lr after --warmup-epochs (scratch); plateau: "
+                            "ReduceLROnPlateau on the validation loss (paper)")
+    optim.add_argument("--min-lr", type=float, default=None, help="cosine: final learning rate (1e-5)")
+    optim.add_argument("--warmup-epochs", type=float, default=None,
+                       help="cosine: linear warm-up epochs (scratch: 0 for the U-Net, 1 for RMA-Mamba)")
+    optim.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (SRMA default 1.0)")
+    optim.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    optim.add_argument("--epochs", type=int, default=None, help="scratch 25, paper 500")
     optim.add_argument("--lr-patience", type=int, default=5)
     optim.add_argument("--lr-factor", type=float, default=0.1)
-    optim.add_argument("--early-stop", type=int, default=50, help="epochs without a better validation Dice")
+    optim.add_argument("--early-stop", type=int, default=None, help="epochs without a better validation Dice (50)")
     optim.add_argument("--select-by", choices=("slice", "volume"), default="slice",
                        help="validation Dice that picks best.pt and drives early stopping: mean per slice (paper) "
                             "or mean per volume (each validation case's slices pooled)")
@@ -98,19 +120,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     aug = parser.add_argument_group("augmentation")
     aug.add_argument("--no-augment", dest="augment", action="store_false")
-    aug.add_argument("--rotate-p", type=float, default=0.3)
-    aug.add_argument("--max-angle", type=float, default=35.0)
-    aug.add_argument("--hflip-p", type=float, default=0.3)
-    aug.add_argument("--vflip-p", type=float, default=0.3)
-    aug.add_argument("--dropout-p", type=float, default=0.3)
-    aug.add_argument("--holes", type=int, default=10)
+    aug.add_argument("--rotate-p", type=float, default=None)
+    aug.add_argument("--max-angle", type=float, default=None)
+    aug.add_argument("--hflip-p", type=float, default=None)
+    aug.add_argument("--vflip-p", type=float, default=None)
+    aug.add_argument("--dropout-p", type=float, default=None)
+    aug.add_argument("--holes", type=int, default=None)
     aug.add_argument("--hole-fraction", type=float, default=32 / 256, help="hole side / image side (32/256)")
-    aug.add_argument("--gamma-p", type=float, default=0.0,
+    aug.add_argument("--gamma-p", type=float, default=None,
                      help="not in the paper: probability of a random gamma on the image (default 0)")
-    aug.add_argument("--max-gamma", type=float, default=1.5, help="gamma log-uniform in [1/G, G] (default 1.5)")
-    aug.add_argument("--scale-p", type=float, default=0.0,
+    aug.add_argument("--max-gamma", type=float, default=None, help="gamma log-uniform in [1/G, G] (default 1.5)")
+    aug.add_argument("--scale-p", type=float, default=None,
                      help="not in the paper: probability of a random zoom about the centre (default 0)")
-    aug.add_argument("--max-scale", type=float, default=1.25, help="zoom log-uniform in [1/S, S] (default 1.25)")
+    aug.add_argument("--max-scale", type=float, default=None, help="zoom log-uniform in [1/S, S] (default 1.25)")
     aug.add_argument("--shading-p", type=float, default=0.0,
                      help="not in the paper: probability of a smooth gain field (MR bias field) (default 0)")
     aug.add_argument("--max-shading", type=float, default=1.3,
@@ -146,12 +168,31 @@ class ProgressBar:
             self.stream.write(line + "\n")
 
 
+def _model_name(text: str) -> str:
+    from RMAMambaSegmentationLib.registry import normalise_variant
+
+    return normalise_variant(text)
+
+
+def recipe_values(args: argparse.Namespace) -> tuple[str, argparse.Namespace]:
+    """The recipe's name and ``args`` with every option left unset filled in from that recipe."""
+    from RMAMambaSegmentationLib.training.recipes import default_recipe, recipe_settings
+
+    name = args.recipe or default_recipe(args.variant, bool(args.pretrained or args.init_weights))
+    values = vars(args).copy()
+    for key, value in recipe_settings(name, args.variant).items():
+        if values.get(key) is None:
+            values[key] = value
+    return name, argparse.Namespace(**values)
+
+
 def config_from_args(args: argparse.Namespace):
-    """The :class:`TrainConfig` of the parsed arguments."""
+    """The :class:`TrainConfig` of the parsed arguments (unset options from the recipe)."""
     from RMAMambaSegmentationLib.training.augmentation import AugmentationConfig
     from RMAMambaSegmentationLib.training.config import TrainConfig
     from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
 
+    recipe, args = recipe_values(args)
     augmentation = AugmentationConfig(
         rotate_p=args.rotate_p, max_angle_deg=args.max_angle, hflip_p=args.hflip_p, vflip_p=args.vflip_p,
         dropout_p=args.dropout_p, holes=args.holes, hole_fraction=args.hole_fraction, gamma_p=args.gamma_p,
@@ -160,8 +201,9 @@ def config_from_args(args: argparse.Namespace):
     )
     return TrainConfig(
         variant=args.variant, input_size=args.input_size, intensity=IntensityPreset.from_name(args.intensity),
-        context_slices=args.context_slices, label=args.label, lr=args.lr,
-        batch_size=args.batch_size or (2 if args.variant == "SRMA" else 16),
+        context_slices=args.context_slices, label=args.label, lr=args.lr, optimizer=args.optimizer,
+        weight_decay=args.weight_decay, schedule=args.schedule, min_lr=args.min_lr, warmup_epochs=args.warmup_epochs,
+        grad_clip=args.grad_clip, recipe=recipe, batch_size=args.batch_size,
         crop_size=tuple(args.crop_size), overlap=args.overlap, foreground_p=args.foreground_p,
         epochs=args.epochs, lr_patience=args.lr_patience,
         lr_factor=args.lr_factor, early_stop=args.early_stop, select_by=args.select_by,
@@ -177,6 +219,10 @@ def run(args: argparse.Namespace) -> int:
     from RMAMambaSegmentationLib.training.layouts import find_training_data
     from RMAMambaSegmentationLib.training.run import run_training
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         config = config_from_args(args)
         data = find_training_data(

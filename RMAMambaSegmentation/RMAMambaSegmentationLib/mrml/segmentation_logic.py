@@ -88,10 +88,11 @@ class SegmentationJob:
         return self.options.weights_path
 
 
-def _resolve_weights(weights: str | Path | None) -> Path:
-    """The weights file to load: ``weights`` or the default one; WeightsNotFoundError when it does not exist."""
+def _resolve_weights(weights: str | Path | None, variant: str | None = None) -> Path:
+    """The weights file to load: ``weights`` or the ones shipped for ``variant`` (default RMA-Mamba-T, or the
+    U-Net baseline's); WeightsNotFoundError when it does not exist."""
     if weights is None or str(weights).strip() == "":
-        path = weights_location.MODELS_DIR / weights_location.DEFAULT_WEIGHTS_NAME  # torch-free
+        path = weights_location.bundled_weights_path(variant)  # torch-free
         if not path.is_file():
             raise WeightsNotFoundError(
                 f"no default weights are installed ({path} does not exist); choose a weights file in the panel, "
@@ -124,7 +125,10 @@ def _options(options: RunOptions | None, *, weights, device, variant, intensity,
 def _segment_label(variant: str | None) -> str:
     if not variant:
         return "RMA-Mamba"
-    return "SRMA-Mamba" if normalise_variant(variant) == "SRMA" else f"RMA-Mamba-{variant}"
+    name = normalise_variant(variant)
+    if name == "UNET":
+        return "U-Net (2D baseline)"
+    return "SRMA-Mamba" if name == "SRMA" else f"RMA-Mamba-{variant}"
 
 
 class SegmentationLogic:
@@ -178,7 +182,8 @@ class SegmentationLogic:
             replace: allow replacing the existing "Liver" segment of ``segmentationNode``.
             progress: ``progress(fraction, message)`` callback.
             cancel: returns True to stop; checked between batches of slices. The scene is then left unchanged.
-            variant: ``"T"``/``"S"``/``"SRMA"`` to check the weights' variant (None = accept any).
+            variant: ``"T"``/``"S"``/``"SRMA"``/``"UNET"`` to check the weights' variant (None = accept any);
+                ``"UNET"`` without ``weights`` selects the shipped U-Net baseline weights.
             intensity: ``"MRI"`` or ``"CT"`` (the card's preset for that modality) or ``"MRI-tissue"``; None = the
                 weights' model card, else MRI.
             postprocess: keep the largest 3D component and fill holes.
@@ -294,7 +299,7 @@ class SegmentationLogic:
         validate_volume_node(volumeNode)
         options = (options if options is not None else RunOptions()).checked()
         if model is None:
-            weights_path: Path | None = _resolve_weights(options.weights)
+            weights_path: Path | None = _resolve_weights(options.weights, options.variant)
         else:
             weights_path = options.weights_path
         options = RunOptions.build(options, weights=None if weights_path is None else str(weights_path),

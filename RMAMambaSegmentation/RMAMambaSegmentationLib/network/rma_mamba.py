@@ -26,6 +26,8 @@ class Variant:
 
 #: Names that select SRMA-Mamba (upper case, without "-" and "_"; as ``registry.SRMA_ALIASES``).
 SRMA_ALIASES = ("SRMA", "SRMAMAMBA")
+#: Names that select the 2D U-Net baseline (as ``registry.UNET_ALIASES``).
+UNET_ALIASES = ("UNET",)
 
 #: Slices per forward pass in CPU inference; larger batches are split (same result, better cache use).
 CPU_EVAL_MICRO_BATCH = 1
@@ -98,7 +100,8 @@ def _check_input(x: torch.Tensor) -> None:
 
 
 def build_model(variant: str = "T", *, scan_backend: str = "auto") -> RMAMamba:
-    """Build RMA-Mamba-``variant`` ("T" or "S"; "SRMA" gives the 3D SRMA-Mamba) with freshly initialised weights.
+    """Build RMA-Mamba-``variant`` ("T" or "S"; "SRMA" gives the 3D SRMA-Mamba, "UNET" the 2D U-Net baseline)
+    with freshly initialised weights.
 
     Example::
 
@@ -110,6 +113,10 @@ def build_model(variant: str = "T", *, scan_backend: str = "auto") -> RMAMamba:
         from .srma_mamba import build_srma_mamba  # the 3D member of the family
 
         return build_srma_mamba(scan_backend=scan_backend)
+    if key.replace("-", "").replace("_", "") in UNET_ALIASES:
+        from .unet import build_unet  # the 2D U-Net baseline
+
+        return build_unet()
     if key not in VARIANTS:
-        raise ValueError(f"unknown RMA-Mamba variant {variant!r}; choose 'T', 'S' or 'SRMA'")
+        raise ValueError(f"unknown RMA-Mamba variant {variant!r}; choose 'T', 'S', 'SRMA' or 'UNET'")
     return RMAMamba(VARIANTS[key]).set_scan_backend(scan_backend)

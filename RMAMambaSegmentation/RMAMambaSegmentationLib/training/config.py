@@ -13,19 +13,28 @@ from RMAMambaSegmentationLib.volume.model_card import CONTEXT_SLICES
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 #: What picks ``best.pt`` and drives early stopping: the paper's mean per-slice Dice, or the mean per-volume Dice.
 SELECTION_METRICS = {"slice": "valid_dice", "volume": "valid_dice_volume"}
+OPTIMIZERS = ("adam", "adamw")
+#: plateau: ReduceLROnPlateau on the validation loss (the paper); cosine: per-step cosine decay to ``min_lr``
+#: after a linear warm-up of ``warmup_epochs``.
+SCHEDULES = ("plateau", "cosine")
 
 
 @dataclass
 class TrainConfig:
     """What ``rmamamba train`` does. Defaults: the official RMA-Mamba training (paper protocol)."""
 
-    variant: str = "T"
+    variant: str = "T"  # T, S (2D RMA-Mamba), SRMA (3D), UNET (2D U-Net baseline)
     input_size: tuple[int, int] = (256, 256)
     intensity: IntensityPreset = field(default_factory=IntensityPreset.mri)
     context_slices: int = 0  # 1: the neighbouring slices in the outer input channels (2.5D); 0: the paper
     label: int | None = None
     batch_size: int = 16  # per process under torchrun
     lr: float = 1e-4
+    optimizer: str = "adam"  # adam (the paper) or adamw (decoupled weight decay)
+    weight_decay: float = 0.0
+    schedule: str = "plateau"  # plateau (the paper) or cosine
+    min_lr: float = 1e-5  # cosine: the learning rate reached at the last step
+    warmup_epochs: float = 0.0  # cosine: linear warm-up from lr/100 over this many epochs
     epochs: int = 500
     lr_patience: int = 5
     lr_factor: float = 0.1
@@ -48,11 +57,14 @@ class TrainConfig:
     overlap: float = 0.25
     foreground_p: float = 0.5
     grad_clip: float | None = None  # global gradient-norm clipping (SRMA default 1.0, as the authors)
+    recipe: str = ""  # the named recipe (training.recipes) the defaults came from; recorded, not applied here
 
     def __post_init__(self) -> None:
         self.variant = normalise_variant(self.variant)
-        if self.variant not in ("T", "S", "SRMA"):
-            raise ValueError(f"variant must be T, S or SRMA, got {self.variant!r}")
+        if self.variant not in ("T", "S", "SRMA", "UNET"):
+            raise ValueError(f"variant must be T, S, SRMA or UNET, got {self.variant!r}")
+        if self.variant == "UNET" and self.pretrained:
+            raise ValueError("--pretrained loads a VMamba backbone: the U-Net has none (use --init-weights)")
         self.crop_size = tuple(int(c) for c in self.crop_size)  # type: ignore[assignment]
         if self.variant == "SRMA":
             self._check_volumetric()
@@ -74,6 +86,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1 (or unset)")
         if self.lr <= 0 or not 0 < self.lr_factor < 1:
             raise ValueError("lr must be positive and lr_factor between 0 and 1")
+        if self.optimizer not in OPTIMIZERS or self.schedule not in SCHEDULES:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)} and schedule one of "
+                             f"{', '.join(SCHEDULES)}, got {self.optimizer!r} and {self.schedule!r}")
+        if self.weight_decay < 0 or self.warmup_epochs < 0 or not 0 <= self.min_lr <= self.lr:
+            raise ValueError("weight_decay and warmup_epochs must not be negative, min_lr must lie in [0, lr]")
         if self.early_stop < 1 or self.lr_patience < 0 or self.workers < 0 or self.keep_every < 0:
             raise ValueError("early_stop must be >= 1; lr_patience, workers and keep_every >= 0")
 

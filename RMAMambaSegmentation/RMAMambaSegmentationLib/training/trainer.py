@@ -142,6 +142,39 @@ def epoch_indices(n_slices: int, epoch: int, config: TrainConfig, context: Distr
     return order[context.rank :: context.world_size]
 
 
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam (the paper) or AdamW; with AdamW, biases and normalisation weights (1-D tensors) get no decay."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+    plain = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def cosine_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
+    """The learning-rate factor after ``step`` optimizer steps: linear warm-up from 1 % to 1 over
+    ``warmup_steps``, then cosine decay from 1 to ``min_ratio`` at ``total_steps``."""
+    if step < warmup_steps:
+        return 0.01 + 0.99 * step / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    """ReduceLROnPlateau (stepped once per epoch on the validation loss) or a per-step cosine schedule spanning
+    ``epochs`` (``max_steps`` stops a run early without changing its schedule, so that it can be resumed)."""
+    if config.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience
+        )
+    total = config.epochs * steps_per_epoch
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    ratio = config.min_lr / config.lr
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_factor(step, total, warmup, ratio))
+
+
 def validation_indices(n_slices: int, limit: int | None) -> torch.Tensor:
     """Every validation slice, or ``limit`` evenly spaced ones."""
     if limit is None or limit >= n_slices:
@@ -184,10 +217,8 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.network = DistributedDataParallel(self.model, device_ids=ids)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience
-        )
+        self.optimizer = make_optimizer(self.model, config)
+        self.scheduler = make_scheduler(self.optimizer, config, self.steps_per_epoch())
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch = 0  # last completed epoch
         self.global_step = 0
@@ -197,6 +228,15 @@ class Trainer:
         self.log = CsvLog(self.output_dir / "log.csv")
 
     # -- set-up ---------------------------------------------------------------------------------------------
+
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch on this process (the same on every rank)."""
+        wanted = self.config.slices_per_epoch or len(self.train_set)
+        return math.ceil(math.ceil(wanted / self.context.world_size) / self.config.batch_size)
+
+    @property
+    def per_step_schedule(self) -> bool:
+        return self.config.schedule != "plateau"
 
     def _check_data(self) -> None:
         for name, slice_set in (("training", self.train_set), ("validation", self.valid_set)):
@@ -210,7 +250,7 @@ class Trainer:
             logger.info("weights initialised from %s (sha256 %s)", checkpoint.path, checkpoint.sha256[:12])
         elif self.config.pretrained:
             load_vmamba_backbone(self.model, self.config.pretrained)
-        elif self.context.is_main:
+        elif self.context.is_main and self.config.variant != "UNET":
             logger.warning("training from random weights: pass a VMamba ImageNet checkpoint (--pretrained) to "
                            "initialise the encoder as the paper does")
 
@@ -219,7 +259,8 @@ class Trainer:
         state = load_training_state(path)
         saved = state.get("config", {})
         checked = (("variant", self.config.variant, None), ("input_size", list(self.config.input_size), None),
-                   ("select_by", self.config.select_by, "slice"), ("context_slices", self.config.context_slices, 0))
+                   ("select_by", self.config.select_by, "slice"), ("context_slices", self.config.context_slices, 0),
+                   ("schedule", self.config.schedule, "plateau"), ("optimizer", self.config.optimizer, "adam"))
         for key, current, default in checked:
             if saved.get(key, default) != current:
                 raise CheckpointError(f"cannot resume {path}: it was trained with {key} {saved.get(key, default)!r}, "
@@ -268,8 +309,13 @@ class Trainer:
                                     "lower the learning rate or turn mixed precision off (--amp off)")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
+            if config.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.per_step_schedule:
+                self.scheduler.step()
             self.global_step += 1
             steps += 1
             value = float(loss.detach())
@@ -406,7 +452,8 @@ class Trainer:
             started = time.perf_counter()
             train_loss, steps = self.train_epoch(epoch)
             scores = self.validate()
-            self.scheduler.step(scores["valid_loss"])
+            if not self.per_step_schedule:
+                self.scheduler.step(scores["valid_loss"])
             selected = scores[config.selection_metric]
             is_best = selected > self.best_dice
             if is_best:

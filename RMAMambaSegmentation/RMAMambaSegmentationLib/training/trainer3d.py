@@ -62,6 +62,8 @@ class VolumeTrainer(Trainer):
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.per_step_schedule:
+                self.scheduler.step()
             self.global_step += 1
             steps += 1
             value = float(loss.detach())

@@ -226,7 +226,7 @@ def segment_array(
     spacing: Sequence[float],
     direction: Sequence[float] | np.ndarray,
     options: RunOptions | None = None,
-    model: torch.nn.Module | PreparedModel | None = None,
+    model: torch.nn.Module | PreparedModel | str | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
     scan: ScanInfo | None = None,
@@ -363,7 +363,7 @@ def segment_image(
     image: sitk.Image,
     *,
     weights: str | Path | None = None,
-    model: torch.nn.Module | PreparedModel | None = None,
+    model: torch.nn.Module | PreparedModel | str | None = None,
     device: str | torch.device | None = "auto",
     batch_size: int | None = None,
     postprocess: bool = True,
@@ -378,7 +378,8 @@ def segment_image(
 ) -> SegmentationResult:
     """Segment the liver in a 3D scalar SimpleITK image.
 
-    ``model``: any module mapping (B, 3, H, W) in [0, 1] to (B, 1, H, W) logits; else ``weights`` (a checkpoint
+    ``model``: any module mapping (B, 3, H, W) in [0, 1] to (B, 1, H, W) logits, or a registry name ("unet": the
+    shipped U-Net baseline, "T", "S", "SRMA"; with ``weights`` checked to hold it); else ``weights`` (a checkpoint
     path); else the default weights. ``intensity``: ``"MRI"``, ``"CT"`` or an :class:`IntensityPreset`; None
     takes it from the model card beside the weights, else MRI (SRMA-Mamba always uses its z-score). Returns the
     uint8 mask and (unless ``probability=False``) the float32 probability in exactly the input's grid, and the

@@ -44,16 +44,21 @@ class PreparedModel:
 
 def prepare_model(
     *,
-    model: torch.nn.Module | PreparedModel | None = None,
+    model: torch.nn.Module | PreparedModel | str | None = None,
     weights: str | Path | None = None,
     device: str | torch.device | None = "auto",
 ) -> PreparedModel:
     """Resolve ``model`` / ``weights`` / default weights into a :class:`PreparedModel` on ``device``.
 
+    ``model`` may also name a registry model ("T", "S", "SRMA", "unet"): :func:`prepare_chosen_model` then loads
+    ``weights`` (checked to hold that model) or the weights shipped for it.
+
     ``model`` wins when given (``weights``, if also given, then only supplies the model card and the sha256 for
     provenance). Otherwise ``weights`` is loaded with :func:`checkpoints.load_model`; with neither, the default
     weights (:func:`checkpoints.default_weights_path`) are used. Raises CheckpointError / WeightsNotFoundError.
     """
+    if isinstance(model, str):
+        return prepare_chosen_model(model_name=model, weights=weights, device=device)
     if isinstance(model, PreparedModel):
         target = resolve_device(device) if device not in (None, "auto") else model.device
         return model.to(target) if target != model.device else model
@@ -61,15 +66,16 @@ def prepare_model(
     if model is not None:
         return _wrap_module(model, weights, target)
 
-    from RMAMambaSegmentationLib.checkpoints import default_weights_path, file_sha256, load_model
+    from RMAMambaSegmentationLib.checkpoints import default_weights_path, file_sha256, load_model, model_label
+    from RMAMambaSegmentationLib.registry import normalise_variant
 
     weights_path = Path(weights) if weights is not None else Path(default_weights_path())
     card = read_model_card(weights_path)
     module = load_model(weights_path, device=str(target)).eval()
     sha256 = getattr(module, "weights_sha256", None) or file_sha256(weights_path)
-    if card is not None and str(card.variant).upper() != module.variant.name:
-        logger.warning("model card %s says variant %s but the weights are RMA-Mamba-%s; using the weights' variant",
-                       model_card_path(weights_path), card.variant, module.variant.name)
+    if card is not None and normalise_variant(card.variant) != module.variant.name:
+        logger.warning("model card %s says variant %s but the weights are %s; using the weights' variant",
+                       model_card_path(weights_path), card.variant, model_label(module.variant.name))
     logger.info("loaded weights %s (sha256 %s) on %s", weights_path, sha256[:12], target)
     return PreparedModel(module, target, weights_path, sha256, card)
 
@@ -98,7 +104,10 @@ def prepare_chosen_model(
     window_size: tuple[int, int, int] | None = None,
     overlap: float | None = None,
 ) -> PreparedModel:
-    """The model a user chose by name ("T", "S", "SRMA") and/or weights file, with sliding-window overrides.
+    """The model a user chose by name ("T", "S", "SRMA", "UNET") and/or weights file, with sliding-window overrides.
+
+    Without weights, the weights the project ships for that model are used (the U-Net baseline's for "UNET", the
+    default RMA-Mamba-T weights otherwise).
 
     The weights must hold ``model_name`` (VariantMismatchError otherwise, e.g. SRMA weights for a 2D model);
     without weights, only the default (2D) weights exist, so SRMA-Mamba needs a weights file (WeightsNotFoundError).
@@ -111,7 +120,7 @@ def prepare_chosen_model(
     if weights is None and entry is not None and entry.is_volumetric:
         raise WeightsNotFoundError(f"no {entry.label} weights are installed: pass a checkpoint (--weights FILE), "
                                    "e.g. the authors' released SRMA-Mamba weights for your MRI sequence")
-    weights_path = Path(weights) if weights is not None else Path(default_weights_path())
+    weights_path = Path(weights) if weights is not None else Path(default_weights_path(model_name))
     target = resolve_device(device)
     module = load_model(weights_path, variant=entry.key if entry is not None else None, device=str(target))
     prepared = _wrap_module(module, weights_path, target)

@@ -17,7 +17,7 @@ from ..errors import CheckpointError, VariantMismatchError, WeightsNotFoundError
 
 logger = logging.getLogger(__name__)
 
-VARIANT_LABELS = {"T": "RMA-Mamba-T", "S": "RMA-Mamba-S"}
+VARIANT_LABELS = {"T": "RMA-Mamba-T", "S": "RMA-Mamba-S", "SRMA": "SRMA-Mamba", "UNET": "U-Net (baseline)"}
 
 
 @dataclass(frozen=True)
@@ -66,9 +66,10 @@ def describe_device(device: str) -> str:
 
 
 def normalize_device(device: str | None) -> str:
-    """``"gpu"`` -> ``"cuda"``; None -> ``"auto"``; other values unchanged (lower case)."""
-    choice = "auto" if device is None else str(device).strip().lower()
-    return "cuda" if choice == "gpu" else choice
+    """A panel label ("auto", "CPU", "CUDA GPU", "Apple GPU", the old "GPU") or a device name -> device name."""
+    from ..volume.devices import device_from_choice
+
+    return device_from_choice(device)
 
 
 def inspect_weights(path: str | Path | None, expected_variant: str | None = None) -> WeightsStatus:
@@ -80,7 +81,7 @@ def inspect_weights(path: str | Path | None, expected_variant: str | None = None
     from ..checkpoints import default_weights_path, load_checkpoint
 
     try:
-        resolved = Path(path) if path else default_weights_path()
+        resolved = Path(path) if path else default_weights_path(expected_variant)
         checkpoint = load_checkpoint(resolved, variant=expected_variant)
     except VariantMismatchError as error:
         return WeightsStatus(False, f"Variant mismatch: {error}", path=str(path) if path else None)

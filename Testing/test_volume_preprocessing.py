@@ -21,6 +21,7 @@ from RMAMambaSegmentationLib.volume.preprocessing import (
     resize_logits_back,
     slices_to_network_input,
 )
+from RMAMambaSegmentationLib.volume.scan_check import scan_warnings
 
 # --- intensities ---------------------------------------------------------------------------------------------------
 
@@ -86,7 +87,7 @@ def test_mri_tissue_presets_validate_and_round_trip():
     np.testing.assert_array_equal(normalize_intensities(np.full((3, 4, 4), 7.0), "MRI-tissue"), np.zeros((3, 4, 4)))
 
 
-def test_a_modality_name_means_the_cards_preset_and_a_preset_name_that_preset(caplog):
+def test_a_modality_name_means_the_cards_preset_and_a_preset_name_that_preset():
     tissue_card = ModelCard(intensity=IntensityPreset.mri_tissue(1.0, 3.0))
     percentile_card = ModelCard(intensity=IntensityPreset.mri(1.0, 99.0))
     assert resolve_intensity(None, tissue_card) == IntensityPreset.mri_tissue(1.0, 3.0)
@@ -94,11 +95,18 @@ def test_a_modality_name_means_the_cards_preset_and_a_preset_name_that_preset(ca
     assert resolve_intensity("mri-tissue", tissue_card) == IntensityPreset.mri_tissue(1.0, 3.0)
     assert resolve_intensity("MR", percentile_card) == IntensityPreset.mri(1.0, 99.0)
     assert resolve_intensity(None, None) == IntensityPreset.mri()
-    assert not caplog.records
-    assert resolve_intensity("MRI-tissue", percentile_card) == IntensityPreset.mri_tissue()
-    assert "trained with the MRI preset; using MRI-tissue as asked" in caplog.text
-    assert resolve_intensity("CT", tissue_card) == IntensityPreset.ct()
-    assert "trained with the MRI-tissue preset; using CT as asked" in caplog.text
+    # A preset other than the card's is used as asked, and the scan check says so (a warning of the run).
+    mr_like = np.linspace(0.0, 900.0, 4 * 8 * 8).reshape(4, 8, 8)
+    assert scan_warnings(mr_like, IntensityPreset.mri_tissue(1.0, 3.0), tissue_card) == []
+    tissue = resolve_intensity("MRI-tissue", percentile_card)
+    assert tissue == IntensityPreset.mri_tissue()
+    (warning,) = scan_warnings(mr_like, tissue, percentile_card)
+    assert warning.startswith(f"{tissue.label} intensity preset with weights trained with "
+                              f"{percentile_card.intensity.label}")
+    ct = resolve_intensity("CT", tissue_card)
+    assert ct == IntensityPreset.ct()
+    assert any(w.startswith(f"{ct.label} intensity preset with weights trained with {tissue_card.intensity.label}")
+               for w in scan_warnings(mr_like, ct, tissue_card))
 
 
 def test_apply_bounds_constant_range_gives_zeros():

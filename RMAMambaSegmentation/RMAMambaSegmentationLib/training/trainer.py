@@ -288,10 +288,10 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def train_epoch(self, epoch: int) -> tuple[float, int]:
-        """One pass over this epoch's slices; returns (mean training loss over all ranks, steps taken)."""
+        """One pass over this epoch's samples; returns (mean training loss over all ranks, steps taken)."""
         config = self.config
         torch.manual_seed(config.seed * 1_000_003 + epoch * 101 + self.context.rank)  # DropPath draws
-        augment_rng = torch.Generator().manual_seed(config.seed * 7_919 + epoch * 131 + self.context.rank)
+        batch_rng = torch.Generator().manual_seed(config.seed * 7_919 + epoch * 131 + self.context.rank)
         indices = epoch_indices(len(self.train_set), epoch, config, self.context)
         batches = list(torch.split(indices, config.batch_size))
         if config.max_steps is not None:
@@ -299,11 +299,10 @@ class Trainer:
         self.network.train()
         total, steps = 0.0, 0
         for step, batch in enumerate(batches, start=1):
-            images, targets = self.train_set.batch(batch, self.device, context_slices=config.context_slices)
-            images, targets = augment_batch(images, targets, config.augmentation, augment_rng)
+            images, targets = self._training_batch(batch, batch_rng)
             with self._autocast():
                 outputs = self.network(images)
-            loss = deep_supervision_loss([o.float() for o in outputs], targets)
+            loss = self._training_loss([o.float() for o in outputs], targets)
             if not torch.isfinite(loss):
                 raise RMAMambaError(f"the training loss became {loss.item()} at epoch {epoch}, step {step}: "
                                     "lower the learning rate or turn mixed precision off (--amp off)")
@@ -325,6 +324,15 @@ class Trainer:
                 self.progress(StepProgress(epoch, config.epochs, step, len(batches), value, lr))
         summed = all_reduce_sum([total, float(steps)], self.context)
         return (summed[0] / summed[1] if summed[1] else float("nan")), steps
+
+    def _training_batch(self, batch: torch.Tensor, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and targets of one training step: the batch's slices (with their neighbours), augmented."""
+        images, targets = self.train_set.batch(batch, self.device, context_slices=self.config.context_slices)
+        return augment_batch(images, targets, self.config.augmentation, rng)
+
+    def _training_loss(self, outputs: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        """The loss of one step from the network's (deep-supervision) outputs."""
+        return deep_supervision_loss(outputs, targets)
 
     @torch.no_grad()
     def validate(self) -> ValidationScores:

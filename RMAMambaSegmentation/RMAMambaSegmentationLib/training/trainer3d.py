@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from RMAMambaSegmentationLib.errors import RMAMambaError
 from RMAMambaSegmentationLib.network.srma_loss import deep_supervision_dice_ce, dice_ce_loss
 from RMAMambaSegmentationLib.registry import WINDOW_3D
 from RMAMambaSegmentationLib.training.distributed import all_reduce_sum
-from RMAMambaSegmentationLib.training.trainer import StepProgress, Trainer, ValidationScores, epoch_indices
+from RMAMambaSegmentationLib.training.trainer import Trainer, ValidationScores
 from RMAMambaSegmentationLib.training.volume_set import VolumeSet
 from RMAMambaSegmentationLib.volume.model_card import ModelCard
 from RMAMambaSegmentationLib.volume.window_inference import predict_logits, zscore_nonzero
@@ -35,44 +34,14 @@ class VolumeTrainer(Trainer):
             if not isinstance(volumes, VolumeSet):
                 raise ValueError(f"{name} data must be a VolumeSet of 3D volumes")
 
-    def train_epoch(self, epoch: int) -> tuple[float, int]:
-        """One random crop of every training volume (in batches); returns (mean loss over ranks, steps)."""
+    def _training_batch(self, batch: torch.Tensor, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random crops of the batch's volumes, foreground-balanced and augmented as the authors'."""
         config = self.config
-        torch.manual_seed(config.seed * 1_000_003 + epoch * 101 + self.context.rank)  # DropPath draws
-        crop_rng = torch.Generator().manual_seed(config.seed * 7_919 + epoch * 131 + self.context.rank)
-        indices = epoch_indices(len(self.train_set), epoch, config, self.context)
-        batches = list(torch.split(indices, config.batch_size))
-        if config.max_steps is not None:
-            batches = batches[: max(0, config.max_steps - self.global_step)]
-        self.network.train()
-        total, steps = 0.0, 0
-        for step, batch in enumerate(batches, start=1):
-            images, targets = self.train_set.crops(batch.tolist(), config.crop_size, crop_rng, self.device,
-                                                   foreground_p=config.foreground_p)
-            with self._autocast():
-                outputs = self.network(images)
-            loss = deep_supervision_dice_ce([o.float() for o in outputs], targets)
-            if not torch.isfinite(loss):
-                raise RMAMambaError(f"the training loss became {loss.item()} at epoch {epoch}, step {step}: "
-                                    "lower the learning rate or turn mixed precision off (--amp off)")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if config.grad_clip:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if self.per_step_schedule:
-                self.scheduler.step()
-            self.global_step += 1
-            steps += 1
-            value = float(loss.detach())
-            total += value
-            if self.progress is not None and self.context.is_main:
-                lr = self.optimizer.param_groups[0]["lr"]
-                self.progress(StepProgress(epoch, config.epochs, step, len(batches), value, lr))
-        summed = all_reduce_sum([total, float(steps)], self.context)
-        return (summed[0] / summed[1] if summed[1] else float("nan")), steps
+        return self.train_set.crops(batch.tolist(), config.crop_size, rng, self.device,
+                                    foreground_p=config.foreground_p)
+
+    def _training_loss(self, outputs: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        return deep_supervision_dice_ce(outputs, targets)
 
     @torch.no_grad()
     def validate(self) -> ValidationScores:

@@ -52,9 +52,14 @@ def enable_mps_fallback() -> bool:
 
     Returns False (and logs why) when torch was already imported, as the setting then has no effect.
     """
-    os.environ.setdefault(MPS_FALLBACK_VARIABLE, "1")
+    return _set_before_torch(MPS_FALLBACK_VARIABLE, "1")
+
+
+def _set_before_torch(variable: str, value: str) -> bool:
+    """``os.environ.setdefault(variable, value)``; False (logged) when torch is already imported and so ignores it."""
+    os.environ.setdefault(variable, value)
     if "torch" in sys.modules:
-        logger.debug("%s set after torch was imported: it has no effect in this process", MPS_FALLBACK_VARIABLE)
+        logger.debug("%s set after torch was imported: it has no effect in this process", variable)
         return False
     return True
 
@@ -71,11 +76,7 @@ def enable_passive_thread_wait() -> bool:
 
     Returns False (and logs why) when torch was already imported, as the setting then has no effect.
     """
-    os.environ.setdefault(OMP_WAIT_VARIABLE, "PASSIVE")
-    if "torch" in sys.modules:
-        logger.debug("%s set after torch was imported: it has no effect in this process", OMP_WAIT_VARIABLE)
-        return False
-    return True
+    return _set_before_torch(OMP_WAIT_VARIABLE, "PASSIVE")
 
 
 def mps_available() -> bool:

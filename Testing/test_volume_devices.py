@@ -124,19 +124,3 @@ def test_a_user_setting_of_the_fallback_is_kept():
         "print(os.environ['PYTORCH_ENABLE_MPS_FALLBACK'])\n"
     )
     assert _run_python(code, "0") == "0"
-
-
-def test_the_cli_sets_the_passive_thread_wait_before_torch_and_keeps_a_user_setting():
-    code = (
-        "import os, sys\n"
-        "os.environ.pop('OMP_WAIT_POLICY', None)\n"
-        "from RMAMambaSegmentationLib.volume import devices\n"
-        "print(devices.enable_passive_thread_wait(), os.environ['OMP_WAIT_POLICY'])\n"
-        "import torch\n"
-        "print(devices.enable_passive_thread_wait())\n"
-    )
-    assert _run_python(code, None).split() == ["True", "PASSIVE", "False"]
-    kept = "import os\nfrom RMAMambaSegmentationLib.volume import devices\ndevices.enable_passive_thread_wait()\n" \
-           "print(os.environ['OMP_WAIT_POLICY'])\n"
-    env_code = "import os\nos.environ['OMP_WAIT_POLICY'] = 'ACTIVE'\n" + kept
-    assert _run_python(env_code, None) == "ACTIVE"

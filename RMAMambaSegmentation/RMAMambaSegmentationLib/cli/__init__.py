@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from RMAMambaSegmentationLib import __version__
-from RMAMambaSegmentationLib.volume.devices import enable_mps_fallback, enable_passive_thread_wait
+from RMAMambaSegmentationLib.volume.devices import enable_mps_fallback
 
 COMMANDS = ("segment", "train", "evaluate", "benchmark")
 
@@ -33,7 +33,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rmamamba`` console script."""
     enable_mps_fallback()  # before any torch import: operators without an Apple-GPU kernel then run on the CPU
-    enable_passive_thread_wait()  # before any torch import: idle CPU threads sleep instead of spinning
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -64,21 +64,6 @@ def _set_before_torch(variable: str, value: str) -> bool:
     return True
 
 
-#: How idle OpenMP threads wait for work. libgomp (PyTorch's CPU thread pool) spins by default; on a machine whose
-#: cores are shared with other programs a spinning thread holds the core its partner needs, and every parallel
-#: operator waits for the slowest thread (measured: T on 2 busy cores, 2 threads, 10-22 s per slice spinning,
-#: 1.9 s passive, 1.2-1.5 s with 1 thread). Read when the OpenMP runtime loads (at ``import torch``).
-OMP_WAIT_VARIABLE = "OMP_WAIT_POLICY"
-
-
-def enable_passive_thread_wait() -> bool:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the user set it; call before the first ``import torch``.
-
-    Returns False (and logs why) when torch was already imported, as the setting then has no effect.
-    """
-    return _set_before_torch(OMP_WAIT_VARIABLE, "PASSIVE")
-
-
 def mps_available() -> bool:
     """True when this torch build can run on an Apple GPU (Metal Performance Shaders)."""
     import torch

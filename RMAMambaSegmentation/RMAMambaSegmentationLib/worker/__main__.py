@@ -2,9 +2,8 @@
 
 from RMAMambaSegmentationLib.volume import devices
 
-# Both settings are read when torch loads, so they come before the server module (which imports it).
+# Read when torch loads, so it comes before the server module (which imports torch).
 devices.enable_mps_fallback()
-devices.enable_passive_thread_wait()
 
 from RMAMambaSegmentationLib.worker.server import main  # noqa: E402
 

@@ -137,3 +137,32 @@ def test_permuted_or_flipped_copies_give_the_same_mask(model, copy_of: str) -> N
     assert np.array_equal(sitk.GetArrayFromImage(probability_back), sitk.GetArrayFromImage(reference.probability))
     assert result.volume_ml == pytest.approx(reference.volume_ml)
     assert result.provenance.variant == "SRMA"
+
+
+class FailsOnceOutOfMemory(torch.nn.Module):
+    """Raises torch's out-of-memory error on its first call, then returns a position-dependent logit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return x * 2.0 - 1.0
+
+
+def test_out_of_memory_repeats_the_window_with_what_the_handler_returns() -> None:
+    volume = np.random.default_rng(1).random((40, 40, 20), dtype=np.float32)
+    expected = predict_logits(volume, FailsOnceOutOfMemory().requires_grad_(False), torch.device("cpu"),
+                              window=SMALL_WINDOW, overlap=0.25, on_out_of_memory=lambda b, e: (1, torch.device("cpu")))
+    handled = []
+    model = FailsOnceOutOfMemory()
+    logits = predict_logits(volume, model, torch.device("cpu"), window=SMALL_WINDOW, overlap=0.25,
+                            on_out_of_memory=lambda batch, error: handled.append((batch, str(error))) or (1, "cpu"))
+    assert handled == [(1, "CUDA out of memory. Tried to allocate 2.00 GiB")]
+    np.testing.assert_array_equal(logits, expected)
+    np.testing.assert_allclose(logits, volume * 2.0 - 1.0, rtol=1e-5, atol=1e-6)  # blend of x itself
+    with pytest.raises(torch.OutOfMemoryError):  # without a handler the error propagates
+        predict_logits(volume, FailsOnceOutOfMemory(), torch.device("cpu"), window=SMALL_WINDOW, overlap=0.25)

@@ -238,9 +238,9 @@ def selective_scan_chunked(
                 continue
             m0 = row_index * tile_rows
             target = out[b0:b0 + u_b.shape[0], m0:m0 + u_t.shape[1]]
-            if states == 1 and _scalar_scan_into(target, u_t, d_t, A_t, B_b, C_b, D_t, bias_t, delta_softplus, chunk):
+            if states == 1 and scalar_scan_into(target, u_t, d_t, A_t, B_b, C_b, D_t, bias_t, delta_softplus, chunk):
                 continue
-            target.copy_(_scan_tile_values(u_t, d_t, A_t, B_b, C_b, D_t, bias_t, delta_softplus, chunk))
+            target.copy_(scan_tile_values(u_t, d_t, A_t, B_b, C_b, D_t, bias_t, delta_softplus, chunk))
         if out is None:
             block_tiles.append(torch.cat(row_tiles, dim=1) if len(row_tiles) > 1 else row_tiles[0])
     if out is None:
@@ -253,7 +253,7 @@ def _softplus_(x: torch.Tensor) -> torch.Tensor:
     return torch._C._nn.softplus(x, 1, 20, out=x)
 
 
-def _scalar_scan_into(out, u, delta, A, B, C, D, bias, delta_softplus: bool, chunk: int) -> bool:
+def scalar_scan_into(out, u, delta, A, B, C, D, bias, delta_softplus: bool, chunk: int) -> bool:
     """One d_state-1 tile without autograd, written into ``out``; False (nothing written) when a chunk decays too much.
 
     Fewer passes over memory than :func:`linear_recurrence`: ``cumsum(dt * A) = A * cumsum(dt)`` (A is constant
@@ -285,7 +285,7 @@ def _scalar_scan_into(out, u, delta, A, B, C, D, bias, delta_softplus: bool, chu
     return True
 
 
-def _scan_tile_values(u, delta, A, B, C, D, bias, delta_softplus: bool, chunk: int) -> torch.Tensor:
+def scan_tile_values(u, delta, A, B, C, D, bias, delta_softplus: bool, chunk: int) -> torch.Tensor:
     """One tile's output without autograd, temporaries updated in place (fewer passes over memory).
 
     u, delta (k, m, L); A (k, m, N); B, C (k, N, L); D, bias (k, m).
@@ -315,7 +315,7 @@ class _ScanTile(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, bias, delta_softplus: bool, chunk: int) -> torch.Tensor:
         ctx.save_for_backward(u, delta, A, B, C, D, bias)
         ctx.delta_softplus, ctx.chunk = delta_softplus, chunk
-        return _scan_tile_values(u, delta, A, B, C, D, bias, delta_softplus, chunk)
+        return scan_tile_values(u, delta, A, B, C, D, bias, delta_softplus, chunk)
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):

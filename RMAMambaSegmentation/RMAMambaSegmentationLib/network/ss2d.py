@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from .cross_scan import cross_merge, cross_scan
+from .direction_tiled_scan import direction_tiled_scan, wants_direction_tiles
 from .layers import default_linear_bound, inverse_softplus
-from .selective_scan import selective_scan
+from .selective_scan import resolve_backend, selective_scan
 
 DIRECTIONS = 4
 
@@ -63,6 +64,10 @@ class SS2D(nn.Module):
         """(B, D, H, W) -> (B, D, H*W): cross scan, per-direction projections, selective scan, cross merge."""
         batch, inner, height, width = u.shape
         length = height * width
+        if wants_direction_tiles(u, self.d_state, resolve_backend(self.scan_backend, u.device)):
+            return direction_tiled_scan(
+                u, self.x_proj_weight, self.dt_projs_weight, self.dt_projs_bias, self.A_logs, self.Ds
+            )
         xs = cross_scan(u)  # (B, 4, D, L)
         projected = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
         dt_low, Bs, Cs = torch.split(projected, [self.rank, self.d_state, self.d_state], dim=2)

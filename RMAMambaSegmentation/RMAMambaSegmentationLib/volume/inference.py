@@ -169,19 +169,20 @@ def _device_label(device: torch.device) -> str:
     return "CPU" if device.type == "cpu" else str(device)
 
 
-def _recover_from_oom(prepared: PreparedModel, batch: int, warnings: list[str]) -> int:
-    """After CUDA ran out of memory: halve the batch, or move to the CPU at 1 slice per batch."""
+def recover_from_oom(prepared: PreparedModel, batch: int, warnings: list[str], *, unit: str = "slices",
+                     cpu_batch: int = DEFAULT_CPU_BATCH) -> int:
+    """After CUDA ran out of memory: halve the batch, or move to the CPU (``cpu_batch`` ``unit`` per batch)."""
     torch.cuda.empty_cache()
     if batch > 1:
         batch = max(1, batch // 2)
-        logger.warning("CUDA out of memory: retrying with batches of %d slices", batch)
+        logger.warning("CUDA out of memory: retrying with batches of %d %s", batch, unit)
         return batch
-    message = "CUDA out of memory even with 1 slice per batch: continuing on the CPU (slower)"
+    message = f"CUDA out of memory even with 1 {unit[:-1]} per batch: continuing on the CPU (slower)"
     logger.warning(message)
     warnings.append(message)
     with torch.inference_mode(False):  # the moved parameters stay ordinary tensors (usable for training later)
         prepared.to(torch.device("cpu"))
-    return DEFAULT_CPU_BATCH
+    return cpu_batch
 
 
 def _autocast(device: torch.device):
@@ -316,7 +317,7 @@ def segment_array(
             except (RuntimeError, MemoryError) as error:
                 if prepared.device.type != "cuda" or not is_out_of_memory(error):
                     raise
-                batch = _recover_from_oom(prepared, batch, warnings)
+                batch = recover_from_oom(prepared, batch, warnings)
                 continue
             np.greater(batch_probability, threshold, out=mask_stack[start:stop].view(bool))
             uncertain_voxels(batch_probability, out=uncertain_stack[start:stop])

@@ -9,7 +9,8 @@ Steps: reorient -> z-score over the non-zero voxels (zeros stay 0) -> zero paddi
 the window -> windows (default 224 x 224 x 64, 25 % overlap) one at a time on the CPU, ``batch`` at a time on CUDA
 -> logits blended with separable Gaussian weights into one float32 sum -> sigmoid -> threshold -> optional
 post-processing -> back to the input's (k, j, i) order. Progress is reported per window; ``cancel`` is checked
-between windows.
+between windows. When CUDA runs out of memory the windows per pass are halved, then the run continues on the CPU
+(a warning says so). On the CPU, freed memory is kept for reuse while the windows run (:mod:`.heap_reuse`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +27,8 @@ import torch
 from RMAMambaSegmentationLib.callbacks import CancelCheck, ProgressCallback
 from RMAMambaSegmentationLib.errors import RMAMambaError, SegmentationCancelledError
 from RMAMambaSegmentationLib.registry import ModelEntry
+from RMAMambaSegmentationLib.volume.devices import is_out_of_memory
+from RMAMambaSegmentationLib.volume.heap_reuse import reuse_freed_memory
 from RMAMambaSegmentationLib.volume.intensity import WINDOW, IntensityPreset
 from RMAMambaSegmentationLib.volume.model_loading import PreparedModel
 from RMAMambaSegmentationLib.volume.orientation import AxialReorientation
@@ -110,8 +113,13 @@ def predict_logits(
     output_index: int = 0,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
+    on_out_of_memory: Callable[[int, BaseException], tuple[int, torch.device]] | None = None,
 ) -> np.ndarray:
-    """Gaussian-blended sliding-window logits (float32, ``volume``'s shape) of a normalised (i, j, k) volume."""
+    """Gaussian-blended sliding-window logits (float32, ``volume``'s shape) of a normalised (i, j, k) volume.
+
+    ``on_out_of_memory(batch, error)``, when given, is called after an out-of-memory error and returns the windows
+    per pass and the device to go on with (the failed pass is repeated), or raises; without it the error propagates.
+    """
     window = tuple(int(w) for w in window)
     axes = range(3)  # (zip with strict= is Python 3.10+: index the three axes instead)
     missing = [max(0, window[a] - volume.shape[a]) for a in axes]
@@ -128,17 +136,25 @@ def predict_logits(
     blended = np.zeros(padded.shape, dtype=np.float32)  # the only full-size float32 buffer of the blend
     corners = list(itertools.product(*starts))
     batch = max(1, int(batch)) if device.type == "cuda" else 1
-    for first in range(0, len(corners), batch):
+    done = 0
+    while done < len(corners):
         if cancel is not None and cancel():
             raise SegmentationCancelledError("segmentation cancelled; nothing was produced")
-        group = corners[first:first + batch]
+        group = corners[done:done + batch]
         crops = [padded[a:a + window[0], b:b + window[1], c:c + window[2]] for a, b, c in group]
-        inputs = torch.from_numpy(np.stack(crops)[:, None]).to(device)
-        logits = _as_window_logits(module(inputs), output_index, (len(group), 1, *window))
-        logits = (logits[:, 0] * weight).cpu().numpy()
+        try:
+            inputs = torch.from_numpy(np.stack(crops)[:, None]).to(device)
+            logits = _as_window_logits(module(inputs), output_index, (len(group), 1, *window))
+            logits = (logits[:, 0] * weight).cpu().numpy()
+        except (RuntimeError, MemoryError) as error:
+            if on_out_of_memory is None or not is_out_of_memory(error):
+                raise
+            batch, device = on_out_of_memory(batch, error)
+            weight = weight.to(device)
+            continue
         for index, (a, b, c) in enumerate(group):
             blended[a:a + window[0], b:b + window[1], c:c + window[2]] += logits[index]
-        done = first + len(group)
+        done += len(group)
         if progress is not None:
             progress(_INFERENCE_SHARE * done / len(corners), f"windows {done}/{len(corners)}")
     blended /= totals[0][:, None, None]
@@ -176,10 +192,18 @@ def segment_array_windows(
     if progress is not None:
         progress(0.0, f"segmenting a {'x'.join(map(str, volume.shape))} volume in {entry.label} windows "
                       f"{'x'.join(map(str, entry.window))} on {inference._device_label(prepared.device)}")
-    with torch.inference_mode():
+    warnings: list[str] = []
+
+    def on_out_of_memory(windows: int, error: BaseException) -> tuple[int, torch.device]:
+        if prepared.device.type != "cuda":
+            raise error
+        windows = inference.recover_from_oom(prepared, windows, warnings, unit="windows", cpu_batch=1)
+        return windows, prepared.device
+
+    with torch.inference_mode(), reuse_freed_memory():
         logits = predict_logits(volume, prepared.module, prepared.device, window=entry.window,
                                 overlap=entry.overlap, batch=batch, output_index=entry.output_index,
-                                progress=progress, cancel=cancel)
+                                progress=progress, cancel=cancel, on_out_of_memory=on_out_of_memory)
     del volume
     probability_ijk = torch.sigmoid(torch.from_numpy(logits)).numpy()
     if progress is not None:
@@ -201,7 +225,6 @@ def segment_array_windows(
     del probability_ijk
     volume_ml = float(np.count_nonzero(mask)) * inference.voxel_volume_ml(spacing, direction)
     lo, hi = mean - DISPLAY_STDS * std, mean + DISPLAY_STDS * std
-    warnings = []
     if reorientation.is_oblique:
         warnings.append(f"oblique volume ({reorientation.oblique_deg:.1f} degrees): closest axes used")
     provenance = inference.Provenance(

@@ -38,19 +38,13 @@ def wants_direction_tiles(u: torch.Tensor, d_state: int, backend: str) -> bool:
     )
 
 
-def _direction_order(t: torch.Tensor, direction: int) -> torch.Tensor:
-    """(..., H, W) -> (..., H*W) in the token order of ``direction`` (row-major, column-major, both reversed)."""
-    flat = t.flatten(-2) if direction % 2 == 0 else t.transpose(-2, -1).flatten(-2)
-    return flat.flip(-1) if direction >= 2 else flat
-
-
-def _row_major(y: torch.Tensor, direction: int, height: int, width: int) -> torch.Tensor:
-    """(..., H*W) in ``direction``'s order -> (..., H, W) view or copy in row-major order."""
-    if direction >= 2:
-        y = y.flip(-1)
-    if direction % 2 == 0:
-        return y.unflatten(-1, (height, width))
-    return y.unflatten(-1, (width, height)).transpose(-2, -1)
+def _scan_into(out: torch.Tensor, u: torch.Tensor, delta: torch.Tensor, args: tuple) -> torch.Tensor:
+    """Scan one tile (m, L) of one direction into ``out``; ``args`` = (A, B, C, D, bias) for that tile."""
+    A, B, C, D, bias = args
+    packed = (u[None], delta[None], A[None], B[None], C[None], D[None], bias[None], True, DEFAULT_CHUNK)
+    if not scalar_scan_into(out[None], *packed):
+        out.copy_(scan_tile_values(*packed)[0])
+    return out
 
 
 @torch.no_grad()
@@ -63,9 +57,13 @@ def direction_tiled_scan(
     Ds: torch.Tensor,
     *,
     tile_elements: int = TILE_ELEMENTS,
-    chunk: int = DEFAULT_CHUNK,
 ) -> torch.Tensor:
-    """(B, D, H, W) -> float32 (B, D, H*W): SS2D's cross scan, d_state-1 selective scan and cross merge."""
+    """(B, D, H, W) -> float32 (B, D, H*W): SS2D's cross scan, d_state-1 selective scan and cross merge.
+
+    Per tile of channels: row-major order (direction 0) is a view of ``u``, column-major order (direction 1) one
+    transposed copy; directions 2 and 3 are their reversals. As in the official merge, the two row-major results
+    are summed, the two column-major ones are summed, and the latter are transposed back once.
+    """
     batch, inner, height, width = u.shape
     length = height * width
     rank = dt_projs_weight.shape[-1]
@@ -76,22 +74,31 @@ def direction_tiled_scan(
     D = Ds.float().view(DIRECTIONS, inner)
     bias = dt_projs_bias.float().view(DIRECTIONS, inner)
     dt_weight = dt_projs_weight.float()
-    out = u.new_zeros(batch, inner, height, width)
+    out = u.new_empty(batch, inner, height, width)
     rows = max(1, min(inner, tile_elements // length))
     for b in range(batch):
-        for k in range(DIRECTIONS):
-            ordered = _direction_order(projected[b, k], k)  # (R + 2, L)
-            dt_low, B_k, C_k = ordered[:rank], ordered[rank:rank + 1], ordered[rank + 1:rank + 2]
-            for start in range(0, inner, rows):
-                stop = min(inner, start + rows)
-                u_tile = _direction_order(u[b, start:stop], k).contiguous()[None]  # (1, m, L)
-                delta = torch.matmul(dt_weight[k, start:stop], dt_low)[None]
-                args = (u_tile, delta, A[k, start:stop][None], B_k[None], C_k[None],
-                        D[k, start:stop][None], bias[k, start:stop][None], True, chunk)
-                y = u_tile.new_empty(u_tile.shape)
-                if not scalar_scan_into(y, *args):
-                    y = scan_tile_values(*args)
-                out[b, start:stop] += _row_major(y[0], k, height, width)
+        column_major = projected[b].transpose(-2, -1).flatten(-2)
+        ordered = [projected[b, 0].flatten(-2), column_major[1], projected[b, 2].flatten(-2).flip(-1),
+                   column_major[3].flip(-1)]  # (R + 2, L) in each direction's token order
+        for start in range(0, inner, rows):
+            stop = min(inner, start + rows)
+            tile = u[b, start:stop]
+            sequences = (tile.flatten(-2), tile.transpose(-2, -1).contiguous().flatten(-2))
+            results = []
+            for k in range(DIRECTIONS):
+                forward = sequences[k % 2]
+                sequence = forward.flip(-1) if k >= 2 else forward
+                low, B_k, C_k = ordered[k][:rank], ordered[k][rank:rank + 1], ordered[k][rank + 1:rank + 2]
+                delta = torch.matmul(dt_weight[k, start:stop], low)
+                args = (A[k, start:stop], B_k, C_k, D[k, start:stop], bias[k, start:stop])
+                y = _scan_into(torch.empty_like(sequence), sequence, delta, args)
+                if k < 2:
+                    results.append(y)
+                else:
+                    results[k - 2] += y.flip(-1)
+            rows_result = results[0].view(stop - start, height, width)
+            columns_result = results[1].view(stop - start, width, height).transpose(-2, -1)
+            torch.add(rows_result, columns_result, out=out[b, start:stop])
     return out.flatten(2)
 
 

@@ -54,8 +54,9 @@ class SS2D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, height, width, _ = x.shape
-        u = self.in_proj(x).permute(0, 3, 1, 2).contiguous()
-        u = self.act(self.conv2d(u))
+        # The depthwise conv runs on the channel-last projection (faster than channel-first on the CPU for the long
+        # planar views of SRMA-Mamba); the activated map is then made channel-first, as the scan reads it.
+        u = self.act(self.conv2d(self.in_proj(x).permute(0, 3, 1, 2))).contiguous()
         y = self._scan(u)
         y = self.out_norm(y.transpose(1, 2)).view(batch, height, width, self.inner).to(x.dtype)
         return self.dropout(self.out_proj(y))

@@ -7,8 +7,9 @@ allocates tens of gigabytes of such tensors in turn: measured on a 2-core EPYC, 
 from the heap (system time under 1 s, the window about 1.6x faster). On leaving, the defaults come back and
 ``malloc_trim`` hands the heap's free memory back to the system.
 
-Only in the main thread: other threads' glibc arenas cannot grow past 64 MB without mmap. A no-op off glibc,
-and when ``RMAMAMBA_HEAP_REUSE=0``.
+Only in the main thread (other threads' glibc arenas cannot grow past 64 MB without mmap) and never inside the
+Slicer application, whose other threads may allocate while the windows run (the panel's runs go through the worker
+process, where it applies). A no-op off glibc, and when ``RMAMAMBA_HEAP_REUSE=0``.
 """
 
 from __future__ import annotations
@@ -48,11 +49,17 @@ def _glibc() -> ctypes.CDLL | None:
     return libc
 
 
+def _inside_slicer_application() -> bool:
+    slicer = sys.modules.get("slicer")
+    return slicer is not None and getattr(slicer, "app", None) is not None
+
+
 def heap_reuse_available() -> bool:
     """Whether :func:`reuse_freed_memory` changes anything in this thread and process."""
     return (
         os.environ.get(_ENVIRONMENT, "1") != "0"
         and threading.current_thread() is threading.main_thread()
+        and not _inside_slicer_application()
         and _glibc() is not None
     )
 

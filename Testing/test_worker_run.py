@@ -103,6 +103,7 @@ def test_start_poll_finish_equals_segment_and_reuses_the_worker(mrml, t_weights,
     seg = run.finish()
     assert np.array_equal(liver_mask(seg, volume), reference)
     assert seen[0][1] == "loading the model" and seen[-1][1].startswith("done: liver")
+    assert [m for _, m in seen].count("loading the model") == 1
     assert all(0.0 <= f <= 0.95 for f, _ in seen) and [f for f, _ in seen] == sorted(f for f, _ in seen)
     assert events == [] or all(e.fraction <= 0.95 for e in events)
     assert seg.GetAttribute("RMAMamba.ModelVariant") == "RMA-Mamba-T"

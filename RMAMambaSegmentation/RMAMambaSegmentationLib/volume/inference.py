@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -264,7 +265,8 @@ def segment_array(
     reorientation = AxialReorientation.from_direction(direction)
     validate_array(array, slice_axis=reorientation.axes[0])
     _check_cancel(cancel)
-    _report(progress, 0.0, "loading the model")
+    if model is None or isinstance(model, (str, os.PathLike)):  # a loaded model (the worker's cache) says nothing
+        _report(progress, 0.0, "loading the model")
     prepared = prepare_model(model=model, weights=weights, device=device)
     entry = registry.entry_for(prepared.variant, prepared.card).with_overrides(
         window_size or prepared.window_size, overlap if overlap is not None else prepared.overlap)

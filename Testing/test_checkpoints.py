@@ -93,6 +93,24 @@ def test_half_precision_file_loads_as_float32(tmp_path, t_model) -> None:
         assert torch.allclose(model(x), t_model(x), atol=5e-2)
 
 
+def test_saved_files_are_readable_like_ordinary_files(tmp_path, t_model) -> None:
+    """Weights and training states follow the umask (the temporary file behind the atomic write is private)."""
+    import os
+    import stat
+
+    from RMAMambaSegmentationLib.training.state import save_training_state
+
+    previous = os.umask(0o022)
+    try:
+        weights = save_checkpoint(tmp_path / "shared" / "t.pt", t_model, half=True)
+        state = save_training_state(tmp_path / "shared" / "training_state.pt", {"epoch": 1})
+    finally:
+        os.umask(previous)
+    for path in (weights, state):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert sorted(p.name for p in weights.parent.iterdir()) == ["t.pt", "training_state.pt"]  # no temporary left
+
+
 def test_missing_file() -> None:
     with pytest.raises(WeightsNotFoundError, match="not found"):
         load_checkpoint("no/such/weights.pt")

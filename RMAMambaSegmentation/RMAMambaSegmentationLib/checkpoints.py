@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .atomic_save import save_atomically
 from .errors import CheckpointError, VariantMismatchError, WeightsNotFoundError
 from .network.rma_mamba import RMAMamba, build_model
 from .registry import SRMA, UNET, normalise_variant
@@ -225,16 +225,7 @@ def save_checkpoint(path: str | os.PathLike, model_or_state_dict: nn.Module | Ma
     state = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, nn.Module) else model_or_state_dict
     state = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().clone()
              for k, v in state.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(state, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+    return save_atomically(state, path)
 
 
 def load_vmamba_backbone(model: RMAMamba, path: str | os.PathLike) -> dict[str, int]:

@@ -7,13 +7,12 @@ run draws the same slices and augmentations as an uninterrupted one.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from RMAMambaSegmentationLib.atomic_save import save_atomically
 from RMAMambaSegmentationLib.errors import CheckpointError
 
 STATE_NAME = "training_state.pt"
@@ -22,17 +21,7 @@ STATE_FORMAT = "rmamamba-training-state/1"
 
 def save_training_state(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` atomically (a temporary file renamed over ``path``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save({"format": STATE_FORMAT, **state}, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+    return save_atomically({"format": STATE_FORMAT, **state}, path)
 
 
 def resolve_resume_path(resume: str | Path, output_dir: str | Path) -> Path:

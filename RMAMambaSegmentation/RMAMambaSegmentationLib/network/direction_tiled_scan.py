@@ -16,6 +16,8 @@ The result equals :func:`~.cross_scan.cross_merge` of the full computation up to
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .selective_scan import DEFAULT_CHUNK, scalar_scan_into, scan_tile_values
@@ -38,13 +40,20 @@ def wants_direction_tiles(u: torch.Tensor, d_state: int, backend: str) -> bool:
     )
 
 
-def _scan_into(out: torch.Tensor, u: torch.Tensor, delta: torch.Tensor, args: tuple) -> torch.Tensor:
-    """Scan one tile (m, L) of one direction into ``out``; ``args`` = (A, B, C, D, bias) for that tile."""
-    A, B, C, D, bias = args
-    packed = (u[None], delta[None], A[None], B[None], C[None], D[None], bias[None], True, DEFAULT_CHUNK)
-    if not scalar_scan_into(out[None], *packed):
-        out.copy_(scan_tile_values(*packed)[0])
-    return out
+def _scan_into(out: torch.Tensor, u: torch.Tensor, delta_with_bias: Callable[[], torch.Tensor],
+               args: tuple) -> torch.Tensor:
+    """Scan one tile (m, L) of one direction into ``out``; ``args`` = (A, B, C, D) for that tile.
+
+    ``delta_with_bias()`` makes the tile's ``delta`` with the bias already added: the fast scan consumes it in place,
+    the fallback (a chunk that decays too much) makes it again.
+    """
+    A, B, C, D = args
+    if scalar_scan_into(out[None], u[None], delta_with_bias()[None], A[None], B[None], C[None], D[None], None, True,
+                        DEFAULT_CHUNK):
+        return out
+    no_bias = D.new_zeros(D.shape)
+    packed = (u[None], delta_with_bias()[None], A[None], B[None], C[None], D[None], no_bias[None], True, DEFAULT_CHUNK)
+    return out.copy_(scan_tile_values(*packed)[0])
 
 
 @torch.no_grad()
@@ -89,9 +98,10 @@ def direction_tiled_scan(
                 forward = sequences[k % 2]
                 sequence = forward.flip(-1) if k >= 2 else forward
                 low, B_k, C_k = ordered[k][:rank], ordered[k][rank:rank + 1], ordered[k][rank + 1:rank + 2]
-                delta = torch.matmul(dt_weight[k, start:stop], low)
-                args = (A[k, start:stop], B_k, C_k, D[k, start:stop], bias[k, start:stop])
-                y = _scan_into(torch.empty_like(sequence), sequence, delta, args)
+                weight, shift = dt_weight[k, start:stop], bias[k, start:stop, None]
+                args = (A[k, start:stop], B_k, C_k, D[k, start:stop])
+                y = _scan_into(torch.empty_like(sequence), sequence,
+                               lambda w=weight, b=shift, x=low: torch.addmm(b, w, x), args)
                 if k < 2:
                     results.append(y)
                 else:

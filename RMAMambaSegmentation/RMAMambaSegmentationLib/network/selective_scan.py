@@ -259,12 +259,13 @@ def scalar_scan_into(out, u, delta, A, B, C, D, bias, delta_softplus: bool, chun
     Fewer passes over memory than :func:`linear_recurrence`: ``cumsum(dt * A) = A * cumsum(dt)`` (A is constant
     per channel), the growth factor is kept and divided out instead of taking its reciprocal, every temporary is
     updated in place and the last operation writes into ``out``. u, delta (k, m, L); A (k, m, 1); B, C (k, 1, L).
+    ``bias`` None: ``delta`` already holds the bias and is overwritten (it is then lost, also when False is returned).
     """
     length = u.shape[-1]
     steps = 1 << max(0, (min(chunk, length) - 1).bit_length())
     if steps == 1:
         return False
-    dt = delta + bias[..., None]
+    dt = delta if bias is None else delta + bias[..., None]
     if delta_softplus:
         _softplus_(dt)
     x = (dt * u).mul_(B)

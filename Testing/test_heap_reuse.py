@@ -14,6 +14,7 @@ import threading
 import pytest
 import torch
 
+from RMAMambaSegmentationLib.benchmark_volume import resident_bytes
 from RMAMambaSegmentationLib.volume.heap_reuse import heap_reuse_available, reuse_freed_memory
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or not heap_reuse_available(),
@@ -37,19 +38,14 @@ def _block_is_in_the_heap(size: int = SIZE) -> bool:
     return any(start <= address and address + size <= stop for start, stop in _heap_ranges())
 
 
-def _resident_bytes() -> int:
-    with open("/proc/self/statm", encoding="ascii") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def _check_blocks() -> None:
     assert not _block_is_in_the_heap()  # glibc's default: a fresh mapping, zero-filled again by the kernel
     with reuse_freed_memory() as active:
         assert active
         assert _block_is_in_the_heap()
         assert _block_is_in_the_heap()
-        kept = _resident_bytes()  # the freed block stays resident, ready for the next tensor
-    assert kept - _resident_bytes() > SIZE // 2  # handed back on leaving (malloc_trim)
+        kept = resident_bytes()  # the freed block stays resident, ready for the next tensor
+    assert kept - resident_bytes() > SIZE // 2  # handed back on leaving (malloc_trim)
 
 
 def test_large_blocks_come_from_the_heap_only_inside_the_block() -> None:

@@ -46,7 +46,7 @@ class VolumeRow:
         return self.ms_per_slice / self.floor_ms_per_slice
 
 
-def _rss_bytes() -> int:
+def resident_bytes() -> int:
     """Resident memory of this process now (Linux /proc; elsewhere the peak so far from getrusage)."""
     try:
         with open("/proc/self/statm") as statm:
@@ -68,7 +68,7 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while True:
-            self.peak = max(self.peak, _rss_bytes())
+            self.peak = max(self.peak, resident_bytes())
             if self._stop.wait(self.interval):
                 return
 
@@ -79,7 +79,7 @@ class PeakMemory:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, _rss_bytes())
+        self.peak = max(self.peak, resident_bytes())
 
 
 def synthetic_ct(size: tuple[int, int, int] = SYNTHETIC_CT_SIZE, seed: int = 0) -> sitk.Image:

@@ -356,7 +356,7 @@ class RMAMambaSegmentationLogic(ScriptedLoadableModuleLogic):
         ``interactive=True`` asks the user before installing; otherwise nothing is installed and a RuntimeError
         says what to do. ``mamba-ssm`` (optional CUDA kernels) is never installed automatically.
         """
-        from RMAMambaSegmentationLib.worker.runtime_info import torch_available
+        from RMAMambaSegmentationLib.panel.runtime_info import torch_available
 
         if torch_available():
             return True
@@ -399,7 +399,7 @@ class RMAMambaSegmentationLogic(ScriptedLoadableModuleLogic):
         """Segment files without loading them into the scene; writes ``.seg.nrrd``, masks and ``summary.csv``.
 
         Options: ``weights``, ``device``, ``intensity``, ``probability``, ``overwrite`` (resume skips finished
-        cases), ``progress``, ``cancel``... (see ``RMAMambaSegmentationLib.volume.batch.segment_files``).
+        cases), ``progress``, ``cancel``... (see ``RMAMambaSegmentationLib.batch.segment_files.segment_files``).
         Returns the summary rows (dicts).
         """
         self.setupPythonRequirements(interactive=False)
@@ -517,10 +517,10 @@ class RMAMambaSegmentationTest(ScriptedLoadableModuleTest):
         import numpy as np
         import torch
 
-        from RMAMambaSegmentationLib.checkpoints import file_sha256, save_checkpoint
         from RMAMambaSegmentationLib.errors import VariantMismatchError
         from RMAMambaSegmentationLib.network.rma_mamba import build_model
-        from RMAMambaSegmentationLib.volume.model_card import ModelCard, write_model_card
+        from RMAMambaSegmentationLib.weights.checkpoints import file_sha256, save_checkpoint
+        from RMAMambaSegmentationLib.weights.model_card import ModelCard, write_model_card
 
         volume = self.exampleVolume()
         with tempfile.TemporaryDirectory() as folder:

@@ -65,8 +65,8 @@ def icon(size: int = 128, oversample: int = 4) -> np.ndarray:
 def screenshots(folder: Path) -> list[Path]:
     import SimpleITK as sitk
 
-    from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
-    from RMAMambaSegmentationLib.volume.overlay import write_overlay_png
+    from RMAMambaSegmentationLib.files.overlay import write_overlay_png
+    from RMAMambaSegmentationLib.imaging.intensity import IntensityPreset
 
     cases = [
         ("liver_overlay_mr.png", SHARED / "data/chaos_mr_t2spir/images/chaos_mr_t2spir_01_image.nii.gz",

@@ -136,9 +136,9 @@ def tiny_t_weights(tmp_path_factory) -> Path:
     network, fast enough for the worker-process tests."""
     import torch
 
-    from RMAMambaSegmentationLib.checkpoints import save_checkpoint
     from RMAMambaSegmentationLib.network.rma_mamba import build_model
-    from RMAMambaSegmentationLib.volume.model_card import ModelCard, write_model_card
+    from RMAMambaSegmentationLib.weights.checkpoints import save_checkpoint
+    from RMAMambaSegmentationLib.weights.model_card import ModelCard, write_model_card
 
     torch.manual_seed(4)
     path = tmp_path_factory.mktemp("weights") / "rmamamba_t_tiny.pt"

@@ -19,7 +19,7 @@ import torch
 
 from RMAMambaSegmentationLib import build_model
 from RMAMambaSegmentationLib.network import direction_tiled_scan
-from RMAMambaSegmentationLib.volume.heap_reuse import reuse_freed_memory
+from RMAMambaSegmentationLib.runtime.heap_reuse import reuse_freed_memory
 
 
 def main() -> None:

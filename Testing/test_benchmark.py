@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from RMAMambaSegmentationLib import benchmark, build_model
-from RMAMambaSegmentationLib.benchmark import format_table, matmul_gflops, run_benchmark, seconds_per_call
+from RMAMambaSegmentationLib import build_model
+from RMAMambaSegmentationLib.benchmark.speed import format_table, matmul_gflops, run_benchmark, seconds_per_call
+from RMAMambaSegmentationLib.benchmark import speed as benchmark
 from RMAMambaSegmentationLib.network.ss2d import SS2D
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from RMAMambaSegmentationLib.benchmark_volume import (
+from RMAMambaSegmentationLib.benchmark.volume import (
     PeakMemory,
     format_volume_table,
     run_volume_benchmark,

@@ -8,15 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from RMAMambaSegmentationLib import build_model, load_checkpoint, load_model, weights_location
-from RMAMambaSegmentationLib.checkpoints import (
+from RMAMambaSegmentationLib import build_model, load_checkpoint, load_model
+from RMAMambaSegmentationLib.errors import CheckpointError, VariantMismatchError, WeightsNotFoundError
+from RMAMambaSegmentationLib.weights import location as weights_location
+from RMAMambaSegmentationLib.weights.checkpoints import (
     default_weights_path,
     file_sha256,
     load_vmamba_backbone,
     save_checkpoint,
 )
-from RMAMambaSegmentationLib.errors import CheckpointError, VariantMismatchError, WeightsNotFoundError
-from RMAMambaSegmentationLib.weights_location import DEFAULT_WEIGHTS_NAME, MODELS_DIR
+from RMAMambaSegmentationLib.weights.location import DEFAULT_WEIGHTS_NAME, MODELS_DIR
 
 
 def shape_only_state_dict(variant: str) -> dict[str, torch.Tensor]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from RMAMambaSegmentationLib.volume import compiled
-from RMAMambaSegmentationLib.volume.compiled import compiled_forward
+from RMAMambaSegmentationLib.runtime import compiled
+from RMAMambaSegmentationLib.runtime.compiled import compiled_forward
 
 
 def test_disabled_or_unavailable_returns_the_module_itself(monkeypatch) -> None:

@@ -17,13 +17,13 @@ import SimpleITK as sitk
 
 from conftest import DATA, PROJECT_ROOT
 from RMAMambaSegmentationLib import load_checkpoint, segment_image
-from RMAMambaSegmentationLib.checkpoints import default_weights_path, file_sha256
 from RMAMambaSegmentationLib.cli import main
-from RMAMambaSegmentationLib.training.metrics import overlap_scores
-from RMAMambaSegmentationLib.volume.model_card import read_model_card
-from RMAMambaSegmentationLib.volume.overlay import CHECK_RGB
-from RMAMambaSegmentationLib.weights_location import BUNDLED_WEIGHTS, MODELS_DIR
-from RMAMambaSegmentationLib.worker.runtime_info import inspect_weights
+from RMAMambaSegmentationLib.evaluation.metrics import overlap_scores
+from RMAMambaSegmentationLib.files.overlay import CHECK_RGB
+from RMAMambaSegmentationLib.panel.runtime_info import inspect_weights
+from RMAMambaSegmentationLib.weights.checkpoints import default_weights_path, file_sha256
+from RMAMambaSegmentationLib.weights.location import BUNDLED_WEIGHTS, MODELS_DIR
+from RMAMambaSegmentationLib.weights.model_card import read_model_card
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -14,8 +14,8 @@ import SimpleITK as sitk
 from conftest import DATA, TOTALSEG
 from RMAMambaSegmentationLib.cli import evaluate_command
 from RMAMambaSegmentationLib.errors import InputFileError, InvalidImageError
-from RMAMambaSegmentationLib.training import metrics
-from RMAMambaSegmentationLib.training.evaluation import evaluate, evaluate_pair
+from RMAMambaSegmentationLib.evaluation import metrics
+from RMAMambaSegmentationLib.evaluation.evaluate import evaluate, evaluate_pair
 
 CHAOS = DATA / "chaos_ct_case" / "nifti"
 CHAOS_SAMPLE = CHAOS / "chaos_ct_case_sample_segmentation_not_expert.nii.gz"
@@ -48,7 +48,7 @@ def test_per_slice_scores_are_the_paper_protocol_on_axial_slices():
     pred = sitk.GetArrayFromImage(sitk.ReadImage(str(CHAOS_SAMPLE))) > 0
     ref = sitk.GetArrayFromImage(sitk.ReadImage(str(CHAOS_EXPERT))) > 0
     # Identity direction: the axial stack is the (k, j, i) array; 512 -> 256 bilinear then > 0.5, as the paper.
-    from RMAMambaSegmentationLib.training.evaluation import resize_bilinear
+    from RMAMambaSegmentationLib.evaluation.evaluate import resize_bilinear
 
     expected = metrics.slice_scores(resize_bilinear(pred, (256, 256)) > 0.5, resize_bilinear(ref, (256, 256)) > 0.5)
     for key, value in expected.means().items():

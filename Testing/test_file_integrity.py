@@ -8,8 +8,8 @@ import SimpleITK as sitk
 
 from conftest import PROJECT_ROOT
 from RMAMambaSegmentationLib.errors import InputFileError, InvalidImageError
-from RMAMambaSegmentationLib.volume.file_integrity import check_image_file
-from RMAMambaSegmentationLib.volume.image_io import read_image
+from RMAMambaSegmentationLib.files.image_io import read_image
+from RMAMambaSegmentationLib.files.integrity import check_image_file
 
 EXAMPLE = PROJECT_ROOT / "Resources" / "Example" / "chaos_mr_t2spir_20_image.nii.gz"
 #: (file name, compressed, name of the file holding the voxels)

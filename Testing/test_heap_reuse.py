@@ -14,8 +14,8 @@ import threading
 import pytest
 import torch
 
-from RMAMambaSegmentationLib.benchmark_volume import resident_bytes
-from RMAMambaSegmentationLib.volume.heap_reuse import heap_reuse_available, reuse_freed_memory
+from RMAMambaSegmentationLib.benchmark.volume import resident_bytes
+from RMAMambaSegmentationLib.runtime.heap_reuse import heap_reuse_available, reuse_freed_memory
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or not heap_reuse_available(),
                                 reason="glibc's mallopt is needed")

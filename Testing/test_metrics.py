@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from RMAMambaSegmentationLib.training import metrics
+from RMAMambaSegmentationLib.evaluation import metrics
 
 
 def _box(shape, lo, hi):

@@ -285,7 +285,7 @@ def test_panel_choices_are_the_library_ones(script_tree):
     """The script spells out its model and device choices (no library import at start-up): they must be the
     registry's and the device module's."""
     from RMAMambaSegmentationLib import registry
-    from RMAMambaSegmentationLib.volume.devices import DEVICE_CHOICES
+    from RMAMambaSegmentationLib.runtime.devices import DEVICE_CHOICES
 
     literals = {target.id: ast.literal_eval(node.value) for node in script_tree.body if isinstance(node, ast.Assign)
                 for target in node.targets if isinstance(target, ast.Name) and target.id.endswith("_CHOICES")}

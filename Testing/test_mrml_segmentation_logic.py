@@ -20,11 +20,11 @@ from RMAMambaSegmentationLib.errors import (
     VariantMismatchError,
     WeightsNotFoundError,
 )
-from RMAMambaSegmentationLib.mrml import provenance
+from RMAMambaSegmentationLib.inference import provenance
+from RMAMambaSegmentationLib.inference.options import RunOptions
 from RMAMambaSegmentationLib.mrml.segment_writer import SegmentationWriteError, SegmentExistsError
 from RMAMambaSegmentationLib.mrml.terminology import LIVER_COLOR, LIVER_TERMINOLOGY, segment_terminology
 from RMAMambaSegmentationLib.mrml.volume_node import ijk_to_ras
-from RMAMambaSegmentationLib.volume.run_options import RunOptions
 
 # slicer-core (and the vtk it brings) has no wheel for Python 3.9: there these tests are skipped, not errors
 slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (none for this Python)")
@@ -97,7 +97,7 @@ def test_segmentation_equals_library_mask(mrml, case):
 def test_real_network_from_weights_file(mrml, t_weights, tmp_path):
     """The real RMA-Mamba-T (seeded weights saved to a file, 64x64 model card) on 4 slices of the MR example:
     provenance names the file's variant and sha256, the model is cached, the wrong variant is refused unchanged."""
-    from RMAMambaSegmentationLib.checkpoints import file_sha256
+    from RMAMambaSegmentationLib.weights.checkpoints import file_sha256
 
     image = sitk.ReadImage(str(TOTALSEG / "example_mr_sm.nii.gz"))
     sitk.WriteImage(image[:, :, 8:12], str(tmp_path / "mr_4_slices.nrrd"))
@@ -126,9 +126,9 @@ def test_real_network_from_weights_file(mrml, t_weights, tmp_path):
 @pytest.fixture(scope="module")
 def t_weights(tmp_path_factory):
     """RMA-Mamba-T with seeded random weights (float16 file) and a model card asking for 64x64 inputs."""
-    from RMAMambaSegmentationLib.checkpoints import save_checkpoint
     from RMAMambaSegmentationLib.network.rma_mamba import build_model
-    from RMAMambaSegmentationLib.volume.model_card import ModelCard, write_model_card
+    from RMAMambaSegmentationLib.weights.checkpoints import save_checkpoint
+    from RMAMambaSegmentationLib.weights.model_card import ModelCard, write_model_card
 
     torch.manual_seed(4)
     path = tmp_path_factory.mktemp("weights") / "rmamamba_t_test.pt"
@@ -297,7 +297,7 @@ def test_bad_inputs_raise_specific_errors(mrml, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="unknown intensity preset 'PET'"):
         logic.segment(volume, model=RampModel(), intensity="PET")
 
-    import RMAMambaSegmentationLib.weights_location as weights_location
+    import RMAMambaSegmentationLib.weights.location as weights_location
 
     monkeypatch.setattr(weights_location, "MODELS_DIR", tmp_path / "no_models")
     with pytest.raises(WeightsNotFoundError, match="no default weights"):

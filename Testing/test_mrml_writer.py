@@ -12,7 +12,7 @@ import SimpleITK as sitk
 import slicerio
 
 from conftest import TOTALSEG, exported_segment
-from RMAMambaSegmentationLib.mrml import provenance
+from RMAMambaSegmentationLib.inference import provenance
 from RMAMambaSegmentationLib.mrml.segment_writer import create_segmentation_node, write_liver_mask
 from RMAMambaSegmentationLib.mrml.terminology import (
     LIVER_COLOR,

@@ -90,12 +90,12 @@ assert view.weightsOk and view.weightsText.endswith("licence: CC0"), view
 view = panel.deviceChanged("GPU")
 panel.shutdown()
 assert "torch" not in sys.modules
-print("OK", sorted(m for m in sys.modules if m.startswith("RMAMambaSegmentationLib.volume")))
+print("OK", sorted(m for m in sys.modules if m.startswith("RMAMambaSegmentationLib.")))
 """
     done = run_script(code)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("OK")
-    assert "inference" not in done.stdout and "model_loading" not in done.stdout
+    assert "pipeline" not in done.stdout and "prepared_model" not in done.stdout
 
 
 def test_device_label_follows_the_new_choice(controller):
@@ -130,7 +130,7 @@ def test_run_states_buttons_and_result(mrml, tiny_t_weights, controller):
     node_quality = controller.outputNode.GetAttribute("RMAMamba.Quality")
     assert done.warnings == [] and done.quality.startswith(f"Quality: {node_quality.split(':')[0]}")
     assert done.deviceText.endswith("last run on cpu")
-    from RMAMambaSegmentationLib.checkpoints import file_sha256
+    from RMAMambaSegmentationLib.weights.checkpoints import file_sha256
 
     assert done.weightsText.endswith(f"licence: test licence (last run: sha256 {file_sha256(tiny_t_weights)[:12]}...)")
     assert controller.takeErrorDialog() is None

@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
-from RMAMambaSegmentationLib.volume.model_card import ModelCard
-from RMAMambaSegmentationLib.volume.quality import RULES, QualityVerdict, judge, quality_measures
-from RMAMambaSegmentationLib.volume.scan_check import (
+from RMAMambaSegmentationLib.imaging.intensity import IntensityPreset
+from RMAMambaSegmentationLib.inference.quality import RULES, QualityVerdict, judge, quality_measures
+from RMAMambaSegmentationLib.inference.scan_check import (
     ScanInfo,
     ScanMismatchError,
     check_scan,
@@ -23,6 +22,7 @@ from RMAMambaSegmentationLib.volume.scan_check import (
     scan_warnings,
     weighting,
 )
+from RMAMambaSegmentationLib.weights.model_card import ModelCard
 
 CALIBRATION = Path(__file__).resolve().parent / "data" / "quality_calibration.csv"
 

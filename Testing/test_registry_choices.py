@@ -9,7 +9,7 @@ import pytest
 
 from conftest import PROJECT_ROOT
 from RMAMambaSegmentationLib import registry
-from RMAMambaSegmentationLib.worker.runtime_info import normalize_device
+from RMAMambaSegmentationLib.panel.runtime_info import normalize_device
 
 
 def test_every_panel_choice_is_a_registry_model() -> None:
@@ -32,7 +32,7 @@ def test_panel_device_labels_become_torch_devices(label, device) -> None:
 def test_the_module_script_imports_of_choices_stay_torch_free() -> None:
     """The module script imports these at Slicer start-up: they must not pull PyTorch."""
     code = ("import sys; from RMAMambaSegmentationLib.registry import panel_choices, variant_of_choice; "
-            "from RMAMambaSegmentationLib.volume.devices import DEVICE_CHOICES; print('torch' in sys.modules)")
+            "from RMAMambaSegmentationLib.runtime.devices import DEVICE_CHOICES; print('torch' in sys.modules)")
     env_path = str(PROJECT_ROOT / "RMAMambaSegmentation")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": env_path, "PATH": ""})

@@ -13,8 +13,8 @@ import slicerio
 import torch
 
 from conftest import TOTALSEG, official_seeded_state_dict
-from RMAMambaSegmentationLib.checkpoints import file_sha256, save_checkpoint
 from RMAMambaSegmentationLib.cli import segment_command
+from RMAMambaSegmentationLib.weights.checkpoints import file_sha256, save_checkpoint
 
 CT = TOTALSEG / "example_ct_sm.nii.gz"
 MR = TOTALSEG / "example_mr_sm.nii.gz"

@@ -7,7 +7,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from RMAMambaSegmentationLib import build_model
-from RMAMambaSegmentationLib.benchmark import format_table, run_benchmark
+from RMAMambaSegmentationLib.benchmark.speed import format_table, run_benchmark
 from RMAMambaSegmentationLib.network.srma_mamba import FLOPS_PER_VOXEL, gflop_per_window
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from RMAMambaSegmentationLib import build_model, load_checkpoint, load_model, registry
-from RMAMambaSegmentationLib.checkpoints import detect_variant, save_checkpoint
 from RMAMambaSegmentationLib.errors import CheckpointError, VariantMismatchError
 from RMAMambaSegmentationLib.network.srma_mamba import SRMAMamba
+from RMAMambaSegmentationLib.weights.checkpoints import detect_variant, save_checkpoint
 
 
 def shape_only_state_dict(variant: str) -> dict[str, torch.Tensor]:

@@ -15,11 +15,11 @@ from srma_seeded import srma_seeded_state_dict
 
 from conftest import DATA, exported_segment
 from RMAMambaSegmentationLib import SegmentationLogic
-from RMAMambaSegmentationLib.checkpoints import file_sha256, save_checkpoint
 from RMAMambaSegmentationLib.cli import segment_command
-from RMAMambaSegmentationLib.mrml import provenance
+from RMAMambaSegmentationLib.inference import provenance
 from RMAMambaSegmentationLib.mrml.volume_node import ijk_to_ras, lps_geometry
-from RMAMambaSegmentationLib.volume.model_card import ModelCard, write_model_card
+from RMAMambaSegmentationLib.weights.checkpoints import file_sha256, save_checkpoint
+from RMAMambaSegmentationLib.weights.model_card import ModelCard, write_model_card
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CASE = DATA / "chaos_mr_t2spir" / "images" / "chaos_mr_t2spir_20_image.nii.gz"  # 256 x 256 x 31 voxels

@@ -14,12 +14,12 @@ import SimpleITK as sitk
 import torch
 
 from conftest import DATA
-from RMAMambaSegmentationLib.checkpoints import load_model
 from RMAMambaSegmentationLib.cli import train_command
+from RMAMambaSegmentationLib.inference.pipeline import segment_image
 from RMAMambaSegmentationLib.training.layouts import CaseSource
 from RMAMambaSegmentationLib.training.volume_set import build_volume_set
-from RMAMambaSegmentationLib.volume.inference import segment_image
-from RMAMambaSegmentationLib.volume.model_card import read_model_card
+from RMAMambaSegmentationLib.weights.checkpoints import load_model
+from RMAMambaSegmentationLib.weights.model_card import read_model_card
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CHAOS = DATA / "chaos_mr_t2spir"

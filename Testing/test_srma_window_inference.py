@@ -12,15 +12,15 @@ from srma_seeded import seeded_srma
 from conftest import DATA
 from RMAMambaSegmentationLib import registry, segment_image
 from RMAMambaSegmentationLib.errors import SegmentationCancelledError
-from RMAMambaSegmentationLib.volume.model_card import ModelCard
-from RMAMambaSegmentationLib.volume.orientation import AxialReorientation
-from RMAMambaSegmentationLib.volume.window_inference import (
+from RMAMambaSegmentationLib.imaging.orientation import AxialReorientation
+from RMAMambaSegmentationLib.inference.windows import (
     from_network_axes,
     predict_logits,
     to_network_axes,
     window_starts,
     zscore_nonzero,
 )
+from RMAMambaSegmentationLib.weights.model_card import ModelCard
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CHAOS_19 = DATA / "chaos_mr_t2spir" / "images" / "chaos_mr_t2spir_19_image.nii.gz"

@@ -18,19 +18,19 @@ import SimpleITK as sitk
 import torch
 
 from conftest import TOTALSEG
-from RMAMambaSegmentationLib.checkpoints import load_model, save_checkpoint
 from RMAMambaSegmentationLib.cli import train_command
 from RMAMambaSegmentationLib.errors import CheckpointError
+from RMAMambaSegmentationLib.evaluation.metrics import overlap_scores
+from RMAMambaSegmentationLib.imaging.intensity import IntensityPreset
+from RMAMambaSegmentationLib.inference.pipeline import segment_image
 from RMAMambaSegmentationLib.network.loss import deep_supervision_loss
 from RMAMambaSegmentationLib.network.rma_mamba import build_model
 from RMAMambaSegmentationLib.training.config import TrainConfig
 from RMAMambaSegmentationLib.training.layouts import CaseSource
-from RMAMambaSegmentationLib.training.metrics import overlap_scores
 from RMAMambaSegmentationLib.training.slices import build_slice_set
 from RMAMambaSegmentationLib.training.trainer import Trainer
-from RMAMambaSegmentationLib.volume.inference import segment_image
-from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
-from RMAMambaSegmentationLib.volume.model_card import read_model_card
+from RMAMambaSegmentationLib.weights.checkpoints import load_model, save_checkpoint
+from RMAMambaSegmentationLib.weights.model_card import read_model_card
 
 FAST = ["--input-size", "64", "--batch-size", "4", "--valid-max-slices", "6", "--no-progress"]
 

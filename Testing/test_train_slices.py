@@ -11,12 +11,12 @@ import torch
 
 from conftest import TOTALSEG
 from RMAMambaSegmentationLib.errors import InvalidImageError
+from RMAMambaSegmentationLib.imaging.intensity import IntensityPreset, normalize_intensities
+from RMAMambaSegmentationLib.imaging.orientation import AxialReorientation
+from RMAMambaSegmentationLib.imaging.preprocessing import slices_to_network_input
 from RMAMambaSegmentationLib.training.augmentation import AugmentationConfig, augment_batch
 from RMAMambaSegmentationLib.training.layouts import CaseSource
 from RMAMambaSegmentationLib.training.slices import SliceSet, build_slice_set, prepare_png_case, prepare_volume_case
-from RMAMambaSegmentationLib.volume.intensity import IntensityPreset, normalize_intensities
-from RMAMambaSegmentationLib.volume.orientation import AxialReorientation
-from RMAMambaSegmentationLib.volume.preprocessing import slices_to_network_input
 
 CASES = {
     "ct": CaseSource("ct", TOTALSEG / "example_ct_sm.nii.gz", TOTALSEG / "example_seg.nii.gz"),

@@ -13,21 +13,21 @@ from test_train_run import paired_dataset, read_log, train
 
 from conftest import TOTALSEG
 from RMAMambaSegmentationLib import registry
-from RMAMambaSegmentationLib.checkpoints import (
+from RMAMambaSegmentationLib.cli import train_command
+from RMAMambaSegmentationLib.errors import VariantMismatchError
+from RMAMambaSegmentationLib.inference.pipeline import segment_image
+from RMAMambaSegmentationLib.network.loss import deep_supervision_loss, dice_bce_loss
+from RMAMambaSegmentationLib.network.rma_mamba import build_model
+from RMAMambaSegmentationLib.network.unet import UNET_WIDTHS, UNet
+from RMAMambaSegmentationLib.training.trainer import cosine_factor
+from RMAMambaSegmentationLib.weights.checkpoints import (
     default_weights_path,
     detect_variant,
     load_checkpoint,
     load_model,
     save_checkpoint,
 )
-from RMAMambaSegmentationLib.cli import train_command
-from RMAMambaSegmentationLib.errors import VariantMismatchError
-from RMAMambaSegmentationLib.network.loss import deep_supervision_loss, dice_bce_loss
-from RMAMambaSegmentationLib.network.rma_mamba import build_model
-from RMAMambaSegmentationLib.network.unet import UNET_WIDTHS, UNet
-from RMAMambaSegmentationLib.training.trainer import cosine_factor
-from RMAMambaSegmentationLib.volume.inference import segment_image
-from RMAMambaSegmentationLib.volume.model_card import read_model_card
+from RMAMambaSegmentationLib.weights.model_card import read_model_card
 
 FAST = ["--input-size", "64", "--batch-size", "4", "--valid-max-slices", "6", "--no-progress"]
 

@@ -21,10 +21,10 @@ import SimpleITK as sitk
 import torch
 
 from conftest import DATA, PROJECT_ROOT, TOTALSEG
-from RMAMambaSegmentationLib.checkpoints import default_weights_path, file_sha256
 from RMAMambaSegmentationLib.cli import main
-from RMAMambaSegmentationLib.mrml import provenance
-from RMAMambaSegmentationLib.volume.overlay import CHECK_RGB
+from RMAMambaSegmentationLib.files.overlay import CHECK_RGB
+from RMAMambaSegmentationLib.inference import provenance
+from RMAMambaSegmentationLib.weights.checkpoints import default_weights_path, file_sha256
 
 EXAMPLE = PROJECT_ROOT / "Resources" / "Example" / "chaos_mr_t2spir_20_image.nii.gz"  # damaged copies only
 CT_DICOM = DATA / "chaos_ct_case" / "DICOM_anon"

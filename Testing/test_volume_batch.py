@@ -12,8 +12,7 @@ import torch
 
 from conftest import DATA, TOTALSEG
 from RMAMambaSegmentationLib import segment_image
-from RMAMambaSegmentationLib.errors import CheckpointError, InputFileError, SegmentationCancelledError
-from RMAMambaSegmentationLib.volume.batch import (
+from RMAMambaSegmentationLib.batch.segment_files import (
     SUMMARY_COLUMNS,
     case_outputs,
     parse_shard,
@@ -22,8 +21,9 @@ from RMAMambaSegmentationLib.volume.batch import (
     select_shard,
     summary_path,
 )
-from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
-from RMAMambaSegmentationLib.volume.seg_nrrd import LIVER_TERMINOLOGY
+from RMAMambaSegmentationLib.errors import CheckpointError, InputFileError, SegmentationCancelledError
+from RMAMambaSegmentationLib.files.seg_nrrd import LIVER_TERMINOLOGY
+from RMAMambaSegmentationLib.imaging.intensity import IntensityPreset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -15,14 +15,14 @@ import pytest
 import torch
 
 from conftest import PROJECT_ROOT
-from RMAMambaSegmentationLib.training.distributed import setup_distributed
-from RMAMambaSegmentationLib.volume.devices import (
+from RMAMambaSegmentationLib.runtime.devices import (
     DEVICE_CHOICES,
     MPS_FALLBACK_VARIABLE,
     auto_batch_size,
     device_from_choice,
     resolve_device,
 )
+from RMAMambaSegmentationLib.training.distributed import setup_distributed
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_labels_are_accepted_where_device_names_are(machine):
 
 def test_an_accelerator_asked_for_but_absent_falls_back_to_the_cpu_with_a_warning(machine, caplog):
     machine(cuda=False, mps=False)
-    with caplog.at_level(logging.WARNING, logger="RMAMambaSegmentationLib.volume.devices"):
+    with caplog.at_level(logging.WARNING, logger="RMAMambaSegmentationLib.runtime.devices"):
         assert resolve_device("mps") == torch.device("cpu")
         assert resolve_device("Apple GPU") == torch.device("cpu")
         assert resolve_device("cuda") == torch.device("cpu")
@@ -108,7 +108,7 @@ def _run_python(code: str, fallback: str | None) -> str:
 def test_the_device_list_imports_no_torch_and_the_fallback_is_set_before_torch():
     code = (
         "import os, sys\n"
-        "from RMAMambaSegmentationLib.volume import devices\n"
+        "from RMAMambaSegmentationLib.runtime import devices\n"
         "print('torch' in sys.modules, devices.enable_mps_fallback(), os.environ['PYTORCH_ENABLE_MPS_FALLBACK'])\n"
         "import torch\n"
         "print(devices.enable_mps_fallback())\n"
@@ -119,7 +119,7 @@ def test_the_device_list_imports_no_torch_and_the_fallback_is_set_before_torch()
 def test_a_user_setting_of_the_fallback_is_kept():
     code = (
         "import os\n"
-        "from RMAMambaSegmentationLib.volume import devices\n"
+        "from RMAMambaSegmentationLib.runtime import devices\n"
         "devices.enable_mps_fallback()\n"
         "print(os.environ['PYTORCH_ENABLE_MPS_FALLBACK'])\n"
     )

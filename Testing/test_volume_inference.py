@@ -26,13 +26,13 @@ from RMAMambaSegmentationLib.errors import (
     SegmentationCancelledError,
     WeightsNotFoundError,
 )
+from RMAMambaSegmentationLib.imaging.intensity import IntensityPreset
+from RMAMambaSegmentationLib.imaging.orientation import LPS_TO_RAS, AxialReorientation
+from RMAMambaSegmentationLib.inference.pipeline import geometry_from_ijk_to_ras, segment_array
 from RMAMambaSegmentationLib.network.rma_mamba import build_model
-from RMAMambaSegmentationLib.volume.devices import auto_batch_size, resolve_device
-from RMAMambaSegmentationLib.volume.inference import geometry_from_ijk_to_ras, segment_array
-from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
-from RMAMambaSegmentationLib.volume.model_card import ModelCard, read_model_card, write_model_card
-from RMAMambaSegmentationLib.volume.model_loading import PreparedModel
-from RMAMambaSegmentationLib.volume.orientation import LPS_TO_RAS, AxialReorientation
+from RMAMambaSegmentationLib.runtime.devices import auto_batch_size, resolve_device
+from RMAMambaSegmentationLib.weights.model_card import ModelCard, read_model_card, write_model_card
+from RMAMambaSegmentationLib.weights.prepared_model import PreparedModel
 
 CASES = {"CT": ("example_ct_sm.nii.gz", "example_seg.nii.gz"), "MR": ("example_mr_sm.nii.gz", "example_seg_mr.nii.gz")}
 LIVER = 5
@@ -334,7 +334,7 @@ def test_devices_fall_back_to_cpu():
 
 def test_a_loaded_model_brings_its_weights_provenance(tmp_path):
     """A module from ``load_model`` passed as ``model=`` keeps its file's sha256 and model card (Slicer's path)."""
-    from RMAMambaSegmentationLib.checkpoints import file_sha256, load_model, save_checkpoint
+    from RMAMambaSegmentationLib.weights.checkpoints import file_sha256, load_model, save_checkpoint
 
     torch.manual_seed(1)
     weights = save_checkpoint(tmp_path / "t.pt", build_model("T"))

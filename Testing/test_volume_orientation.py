@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import TOTALSEG
-from RMAMambaSegmentationLib.volume.orientation import LPS_TO_RAS, AxialReorientation
+from RMAMambaSegmentationLib.imaging.orientation import LPS_TO_RAS, AxialReorientation
 
 SIGNED_PERMUTATIONS = [
     (perm, signs) for perm in itertools.permutations(range(3)) for signs in itertools.product((1, -1), repeat=3)
@@ -97,7 +97,7 @@ def test_from_ijk_to_ras_matches_the_sitk_direction():
 
 def test_oblique_volume_uses_closest_axes_and_says_so(caplog):
     rotation = np.asarray(sitk.VersorTransform((1, 0, 0), np.radians(20)).GetMatrix()).reshape(3, 3)
-    with caplog.at_level(logging.WARNING, logger="RMAMambaSegmentationLib.volume.orientation"):
+    with caplog.at_level(logging.WARNING, logger="RMAMambaSegmentationLib.imaging.orientation"):
         reorientation = AxialReorientation.from_direction(rotation)
     assert reorientation.is_oblique
     assert reorientation.oblique_deg == pytest.approx(20.0, abs=1e-6)
@@ -108,7 +108,7 @@ def test_oblique_volume_uses_closest_axes_and_says_so(caplog):
 def test_slight_scanner_tilt_is_recorded_without_a_warning(caplog):
     """CHAOS MR volumes are tilted by 0.3-2.4 degrees: recorded, logged at debug level, not warned about."""
     rotation = np.asarray(sitk.VersorTransform((0, 1, 0), np.radians(2.4)).GetMatrix()).reshape(3, 3)
-    with caplog.at_level(logging.DEBUG, logger="RMAMambaSegmentationLib.volume.orientation"):
+    with caplog.at_level(logging.DEBUG, logger="RMAMambaSegmentationLib.imaging.orientation"):
         reorientation = AxialReorientation.from_direction(rotation)
     assert reorientation.is_oblique and reorientation.oblique_deg == pytest.approx(2.4, abs=1e-6)
     assert reorientation.axes == (0, 1, 2)

@@ -11,16 +11,16 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import TOTALSEG
-from RMAMambaSegmentationLib.liver_segment import LIVER_COLOR_RGB255
-from RMAMambaSegmentationLib.volume.orientation import AxialReorientation
-from RMAMambaSegmentationLib.volume.overlay import (
+from RMAMambaSegmentationLib.cli.progress_bar import ConsoleProgress
+from RMAMambaSegmentationLib.files.overlay import (
     OUTLINE_RGB,
     mid_liver_slice,
     overlay_rgb,
     write_overlay_png,
 )
-from RMAMambaSegmentationLib.volume.png import encode_png, write_png
-from RMAMambaSegmentationLib.volume.progress_bar import ConsoleProgress
+from RMAMambaSegmentationLib.files.png import encode_png, write_png
+from RMAMambaSegmentationLib.imaging.orientation import AxialReorientation
+from RMAMambaSegmentationLib.liver_segment import LIVER_COLOR_RGB255
 
 
 def _decode_png(data: bytes) -> np.ndarray:

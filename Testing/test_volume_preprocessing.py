@@ -12,16 +12,16 @@ import torch.nn.functional as F
 
 from conftest import DATA, TOTALSEG
 from RMAMambaSegmentationLib.errors import CheckpointError
-from RMAMambaSegmentationLib.volume.inference import resolve_intensity
-from RMAMambaSegmentationLib.volume.intensity import IntensityPreset, apply_bounds, normalize_intensities
-from RMAMambaSegmentationLib.volume.model_card import ModelCard, model_card_path, read_model_card, write_model_card
-from RMAMambaSegmentationLib.volume.postprocessing import fill_holes_slicewise, largest_component, postprocess_mask
-from RMAMambaSegmentationLib.volume.preprocessing import (
+from RMAMambaSegmentationLib.imaging.intensity import IntensityPreset, apply_bounds, normalize_intensities
+from RMAMambaSegmentationLib.imaging.postprocessing import fill_holes_slicewise, largest_component, postprocess_mask
+from RMAMambaSegmentationLib.imaging.preprocessing import (
     context_network_input,
     resize_logits_back,
     slices_to_network_input,
 )
-from RMAMambaSegmentationLib.volume.scan_check import scan_warnings
+from RMAMambaSegmentationLib.inference.pipeline import resolve_intensity
+from RMAMambaSegmentationLib.inference.scan_check import scan_warnings
+from RMAMambaSegmentationLib.weights.model_card import ModelCard, model_card_path, read_model_card, write_model_card
 
 # --- intensities ---------------------------------------------------------------------------------------------------
 

@@ -17,13 +17,13 @@ import torch
 
 from conftest import PROJECT_ROOT
 from RMAMambaSegmentationLib.errors import SegmentationCancelledError, VariantMismatchError, WorkerStoppedError
+from RMAMambaSegmentationLib.imaging.intensity import IntensityPreset
+from RMAMambaSegmentationLib.inference.options import RunOptions
+from RMAMambaSegmentationLib.inference.pipeline import Provenance
 from RMAMambaSegmentationLib.mrml.segmentation_run import worker_error
-from RMAMambaSegmentationLib.volume.inference import Provenance
-from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
-from RMAMambaSegmentationLib.volume.run_options import RunOptions
+from RMAMambaSegmentationLib.weights.cache import ModelCache
 from RMAMambaSegmentationLib.worker import protocol
 from RMAMambaSegmentationLib.worker.client import WorkerProcess
-from RMAMambaSegmentationLib.worker.model_cache import ModelCache
 
 
 def trip(value):

@@ -23,7 +23,7 @@ from RMAMambaSegmentationLib.errors import (
     WeightsNotFoundError,
     WorkerStoppedError,
 )
-from RMAMambaSegmentationLib.volume.run_options import RunOptions
+from RMAMambaSegmentationLib.inference.options import RunOptions
 
 EXAMPLE = PROJECT_ROOT / "RMAMambaSegmentation" / "Resources" / "Testing" / "example_mr_sm.nii.gz"
 WORKER = {"env": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
@@ -213,7 +213,7 @@ def test_tilted_volume_warning_and_probability_come_back(mrml, t_weights, logic)
 
 def test_default_weights_start_finish_equals_segment(mrml, logic):
     """The shipped weights (30M parameters, 256x256) on the module's own 20-slice MR test volume."""
-    from RMAMambaSegmentationLib.weights_location import DEFAULT_WEIGHTS_NAME, MODELS_DIR
+    from RMAMambaSegmentationLib.weights.location import DEFAULT_WEIGHTS_NAME, MODELS_DIR
 
     if not (MODELS_DIR / DEFAULT_WEIGHTS_NAME).is_file():
         pytest.skip("no default weights installed")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from RMAMambaSegmentationLib.worker.runtime_info import (
+from RMAMambaSegmentationLib.panel.runtime_info import (
     describe_device,
     inspect_weights,
     mamba_ssm_available,
@@ -17,8 +17,8 @@ from RMAMambaSegmentationLib.worker.runtime_info import (
 @pytest.fixture(scope="module")
 def s_weights(tmp_path_factory):
     """RMA-Mamba-S with seeded random weights, stored in float16."""
-    from RMAMambaSegmentationLib.checkpoints import save_checkpoint
     from RMAMambaSegmentationLib.network.rma_mamba import build_model
+    from RMAMambaSegmentationLib.weights.checkpoints import save_checkpoint
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "rmamamba_s.pt"
@@ -27,7 +27,7 @@ def s_weights(tmp_path_factory):
 
 
 def test_good_weights_show_their_variant(s_weights):
-    from RMAMambaSegmentationLib.checkpoints import file_sha256
+    from RMAMambaSegmentationLib.weights.checkpoints import file_sha256
 
     status = inspect_weights(s_weights)
     assert status.ok and status.variant == "S"
@@ -52,7 +52,7 @@ def test_mismatched_missing_and_corrupt_weights(s_weights, tmp_path, monkeypatch
     torch.save({"conv.weight": torch.zeros(2, 2)}, not_rma)
     assert inspect_weights(not_rma).message.startswith("Unusable weights")
 
-    import RMAMambaSegmentationLib.weights_location as weights_location
+    import RMAMambaSegmentationLib.weights.location as weights_location
 
     monkeypatch.setattr(weights_location, "MODELS_DIR", tmp_path / "no_models")
     default = inspect_weights(None)
@@ -94,8 +94,8 @@ def test_panel_weights_label_reads_only_the_card(s_weights, tmp_path):
     import os
     import shutil
 
-    from RMAMambaSegmentationLib.volume.model_card import ModelCard, model_card_path, write_model_card
-    from RMAMambaSegmentationLib.worker.runtime_info import describe_weights_file
+    from RMAMambaSegmentationLib.panel.runtime_info import describe_weights_file
+    from RMAMambaSegmentationLib.weights.model_card import ModelCard, model_card_path, write_model_card
 
     weights = tmp_path / "mine.pt"
     shutil.copy(s_weights, weights)
@@ -123,8 +123,8 @@ def test_default_weights_are_named_with_their_licence(s_weights, tmp_path, monke
     """With weights installed as the default and a model card beside them, the panel names both."""
     import shutil
 
-    import RMAMambaSegmentationLib.weights_location as weights_location
-    from RMAMambaSegmentationLib.volume.model_card import ModelCard, write_model_card
+    import RMAMambaSegmentationLib.weights.location as weights_location
+    from RMAMambaSegmentationLib.weights.model_card import ModelCard, write_model_card
 
     installed = tmp_path / "models" / weights_location.DEFAULT_WEIGHTS_NAME
     installed.parent.mkdir()

@@ -18,10 +18,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "build_model": "RMAMambaSegmentationLib.network.rma_mamba",
     "RMAMamba": "RMAMambaSegmentationLib.network.rma_mamba",
-    "load_checkpoint": "RMAMambaSegmentationLib.checkpoints",
-    "load_model": "RMAMambaSegmentationLib.checkpoints",
-    "segment_image": "RMAMambaSegmentationLib.volume.inference",
-    "SegmentationResult": "RMAMambaSegmentationLib.volume.inference",
+    "load_checkpoint": "RMAMambaSegmentationLib.weights.checkpoints",
+    "load_model": "RMAMambaSegmentationLib.weights.checkpoints",
+    "segment_image": "RMAMambaSegmentationLib.inference.pipeline",
+    "SegmentationResult": "RMAMambaSegmentationLib.inference.pipeline",
     "SegmentationLogic": "RMAMambaSegmentationLib.mrml.segmentation_logic",
 }
 

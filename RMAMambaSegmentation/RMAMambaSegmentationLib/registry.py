@@ -132,7 +132,7 @@ def entry(key: str) -> ModelEntry:
 
 def recognise(state_dict: Mapping[str, Any], source: str = "checkpoint") -> ModelEntry:
     """The entry whose checkpoints look like ``state_dict`` (CheckpointError when none does)."""
-    from .checkpoints import detect_variant
+    from RMAMambaSegmentationLib.weights.checkpoints import detect_variant
 
     return ENTRIES[detect_variant(state_dict, source)]
 

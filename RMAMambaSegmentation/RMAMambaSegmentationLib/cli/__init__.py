@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from RMAMambaSegmentationLib import __version__
-from RMAMambaSegmentationLib.volume.devices import enable_mps_fallback
+from RMAMambaSegmentationLib.runtime.devices import enable_mps_fallback
 
 COMMANDS = ("segment", "train", "evaluate", "benchmark")
 

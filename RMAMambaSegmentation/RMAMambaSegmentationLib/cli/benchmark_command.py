@@ -39,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from RMAMambaSegmentationLib.benchmark import format_table, run_benchmark
+    from RMAMambaSegmentationLib.benchmark.speed import format_table, run_benchmark
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     )
     volume_rows = []
     if args.volume:
-        from RMAMambaSegmentationLib.benchmark_volume import run_volume_benchmark
+        from RMAMambaSegmentationLib.benchmark.volume import run_volume_benchmark
         from RMAMambaSegmentationLib.network.rma_mamba import VARIANTS
 
         print("timing segment_image end to end ...", file=sys.stderr)
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(gflops, rows, name))
         if volume_rows:
-            from RMAMambaSegmentationLib.benchmark_volume import format_volume_table
+            from RMAMambaSegmentationLib.benchmark.volume import format_volume_table
 
             print("\nsegment_image end to end (default weights, RMA-Mamba-T):\n")
             print(format_volume_table(volume_rows))

@@ -53,7 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from RMAMambaSegmentationLib.errors import RMAMambaError
-    from RMAMambaSegmentationLib.training.evaluation import evaluate, format_table, json_safe, write_csv
+    from RMAMambaSegmentationLib.evaluation.evaluate import evaluate, format_table, json_safe, write_csv
 
     try:
         report = evaluate(

@@ -40,7 +40,7 @@ examples:
 
 
 def _shard(text: str) -> tuple[int, int]:
-    from RMAMambaSegmentationLib.volume.batch import parse_shard
+    from RMAMambaSegmentationLib.batch.segment_files import parse_shard
 
     try:
         return parse_shard(text)
@@ -111,7 +111,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def intensity_from_args(args: argparse.Namespace):
     """The intensity preset asked for on the command line, or None (model card, else MRI)."""
-    from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
+    from RMAMambaSegmentationLib.imaging.intensity import IntensityPreset
 
     if args.window is not None and args.percentiles is not None:
         raise ValueError("--window (CT) and --percentiles (MRI) cannot be used together")
@@ -148,16 +148,16 @@ def _chosen_model(args: argparse.Namespace):
     """A PreparedModel when ``--model``/``--window-size``/``--overlap`` were given, else None (segment_files loads)."""
     if getattr(args, "model", None) is None and args.window_size is None and args.overlap is None:
         return None
-    from RMAMambaSegmentationLib.volume.model_loading import prepare_chosen_model
+    from RMAMambaSegmentationLib.weights.prepared_model import prepare_chosen_model
 
     return prepare_chosen_model(model_name=args.model, weights=args.weights, device=args.device,
                                 window_size=args.window_size, overlap=args.overlap)
 
 
 def run(args: argparse.Namespace) -> int:
+    from RMAMambaSegmentationLib.batch.segment_files import ERROR, segment_files
+    from RMAMambaSegmentationLib.cli.progress_bar import ConsoleProgress
     from RMAMambaSegmentationLib.errors import RMAMambaError, SegmentationCancelledError
-    from RMAMambaSegmentationLib.volume.batch import ERROR, segment_files
-    from RMAMambaSegmentationLib.volume.progress_bar import ConsoleProgress
 
     try:
         intensity = intensity_from_args(args)

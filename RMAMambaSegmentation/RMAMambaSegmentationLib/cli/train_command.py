@@ -188,9 +188,9 @@ def recipe_values(args: argparse.Namespace) -> tuple[str, argparse.Namespace]:
 
 def config_from_args(args: argparse.Namespace):
     """The :class:`TrainConfig` of the parsed arguments (unset options from the recipe)."""
+    from RMAMambaSegmentationLib.imaging.intensity import IntensityPreset
     from RMAMambaSegmentationLib.training.augmentation import AugmentationConfig
     from RMAMambaSegmentationLib.training.config import TrainConfig
-    from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
 
     recipe, args = recipe_values(args)
     augmentation = AugmentationConfig(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .segment_writer import SegmentationWriteError
-from .volume_node import ijk_to_ras, vtk_matrix
+from RMAMambaSegmentationLib.mrml.segment_writer import SegmentationWriteError
+from RMAMambaSegmentationLib.mrml.volume_node import ijk_to_ras, vtk_matrix
 
 
 def add_probability_volume(volume_node, probability_kji: np.ndarray, name: str):

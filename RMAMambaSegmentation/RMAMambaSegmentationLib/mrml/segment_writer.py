@@ -11,9 +11,14 @@ import logging
 
 import numpy as np
 
-from ..errors import RMAMambaError
-from .terminology import LIVER_COLOR, LIVER_SEGMENT_NAME, find_liver_segment_id, style_liver_segment
-from .volume_node import ijk_to_ras, vtk_matrix
+from RMAMambaSegmentationLib.errors import RMAMambaError
+from RMAMambaSegmentationLib.mrml.terminology import (
+    LIVER_COLOR,
+    LIVER_SEGMENT_NAME,
+    find_liver_segment_id,
+    style_liver_segment,
+)
+from RMAMambaSegmentationLib.mrml.volume_node import ijk_to_ras, vtk_matrix
 
 logger = logging.getLogger(__name__)
 

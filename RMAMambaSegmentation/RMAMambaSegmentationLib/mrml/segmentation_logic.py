@@ -28,7 +28,7 @@ Two ways to run:
 
 Both validate everything first (:meth:`SegmentationLogic.prepare`: raises before any change) and write the result
 in one short main-thread step (:meth:`SegmentationLogic.apply`: on error the scene is restored). The options of a
-run are one :class:`~RMAMambaSegmentationLib.volume.run_options.RunOptions`.
+run are one :class:`~RMAMambaSegmentationLib.inference.options.RunOptions`.
 """
 
 from __future__ import annotations
@@ -41,25 +41,25 @@ from typing import Any
 
 import numpy as np
 
-from .. import weights_location
-from ..callbacks import CancelCheck, ProgressCallback
-from ..errors import InvalidImageError, SegmentationCancelledError, WeightsNotFoundError
-from ..registry import normalise_variant
-from ..volume.run_options import RunOptions
-from ..worker.model_cache import ModelCache
-from ..worker.runtime_info import normalize_device
-from . import provenance
-from .probability_volume import add_probability_volume
-from .segment_writer import (
+from RMAMambaSegmentationLib.callbacks import CancelCheck, ProgressCallback
+from RMAMambaSegmentationLib.errors import InvalidImageError, SegmentationCancelledError, WeightsNotFoundError
+from RMAMambaSegmentationLib.inference import provenance
+from RMAMambaSegmentationLib.inference.options import RunOptions
+from RMAMambaSegmentationLib.mrml.probability_volume import add_probability_volume
+from RMAMambaSegmentationLib.mrml.segment_writer import (
     SegmentationWriteError,
     create_segmentation_node,
     place_beside,
     prepare_existing_segmentation,
     write_liver_mask,
 )
-from .terminology import find_liver_segment_id
-from .undo import UndoHook, save_undo_state
-from .volume_node import ijk_to_ras, lps_geometry, validate_volume_node, volume_array
+from RMAMambaSegmentationLib.mrml.terminology import find_liver_segment_id
+from RMAMambaSegmentationLib.mrml.undo import UndoHook, save_undo_state
+from RMAMambaSegmentationLib.mrml.volume_node import ijk_to_ras, lps_geometry, validate_volume_node, volume_array
+from RMAMambaSegmentationLib.panel.runtime_info import normalize_device
+from RMAMambaSegmentationLib.registry import normalise_variant
+from RMAMambaSegmentationLib.weights import location as weights_location
+from RMAMambaSegmentationLib.weights.cache import ModelCache
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ class SegmentationLogic:
         ``run.poll()`` on the caller's thread. Then: ``run.poll()``, ``run.done``, ``run.cancel()``,
         ``run.finish()`` (writes the result; main thread).
         """
-        from .segmentation_run import SegmentationRun
+        from RMAMambaSegmentationLib.mrml.segmentation_run import SegmentationRun
 
         if self._run is not None and not self._run.done:
             raise RuntimeError("a segmentation is already running: cancel it or wait for it to finish")
@@ -249,7 +249,7 @@ class SegmentationLogic:
         return self._run
 
     def _ensure_worker(self):
-        from ..worker.client import WorkerProcess
+        from RMAMambaSegmentationLib.worker.client import WorkerProcess
 
         if self._worker is None or not self._worker.alive:
             self._worker = WorkerProcess(**self.workerOptions)
@@ -279,11 +279,11 @@ class SegmentationLogic:
 
         Writes one ``<case>.seg.nrrd`` per input and a CSV summary in ``outputFolder``, continues after a failed
         case, and returns the summary rows (dicts). ``options`` are those of
-        ``RMAMambaSegmentationLib.volume.batch.segment_files`` (``weights``, ``device``, ``intensity``, ...).
+        ``RMAMambaSegmentationLib.batch.segment_files.segment_files`` (``weights``, ``device``, ``intensity``, ...).
 
         Usage: ``SegmentationLogic().segmentFiles(["a.nii.gz", "b.nrrd"], "out", weights=w)``
         """
-        from ..volume.batch import segment_files
+        from RMAMambaSegmentationLib.batch.segment_files import segment_files
 
         return segment_files([str(p) for p in paths], str(outputFolder), **options)
 
@@ -294,7 +294,7 @@ class SegmentationLogic:
 
         ``copy=False`` keeps a view of the node's voxels (the worker path writes them to a file at once).
         """
-        from ..volume.validation import validate_array
+        from RMAMambaSegmentationLib.imaging.validation import validate_array
 
         validate_volume_node(volumeNode)
         options = (options if options is not None else RunOptions()).checked()
@@ -328,7 +328,7 @@ class SegmentationLogic:
         Touches no MRML node. Raises SegmentationCancelledError when ``cancel()`` turns True (checked between
         batches), and the weights errors of :meth:`segment`.
         """
-        from ..volume.inference import segment_array
+        from RMAMambaSegmentationLib.inference.pipeline import segment_array
 
         options = job.options
         if job.model is not None:

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import errors
-from ..callbacks import ProgressCallback
-from ..errors import RMAMambaError, SegmentationCancelledError, WorkerStoppedError
-from ..worker import protocol
+from RMAMambaSegmentationLib import errors
+from RMAMambaSegmentationLib.callbacks import ProgressCallback
+from RMAMambaSegmentationLib.errors import RMAMambaError, SegmentationCancelledError, WorkerStoppedError
+from RMAMambaSegmentationLib.worker import protocol
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def worker_error(name: str, message: str) -> Exception:
     if isinstance(cls, type) and issubclass(cls, Exception):
         return cls(message)
     if name in ("SegmentExistsError", "SegmentationWriteError"):
-        from . import segment_writer
+        from RMAMambaSegmentationLib.mrml import segment_writer
 
         return getattr(segment_writer, name)(message)
     if name in _BUILTIN_ERRORS:
@@ -156,7 +156,7 @@ class SegmentationRun:
         self._pending.extend(events)
 
     def _handle(self, message: dict[str, Any], events: list[ProgressEvent]) -> None:
-        from .segmentation_logic import WRITE_SHARE
+        from RMAMambaSegmentationLib.mrml.segmentation_logic import WRITE_SHARE
 
         kind = message.get("type")
         if message.get("id", self._id) != self._id:

@@ -5,7 +5,7 @@ Its name, terminology entry and colour are defined once, in :mod:`RMAMambaSegmen
 
 from __future__ import annotations
 
-from ..liver_segment import LIVER_COLOR, LIVER_SEGMENT_NAME, LIVER_SNOMED_CODE, LIVER_TERMINOLOGY
+from RMAMambaSegmentationLib.liver_segment import LIVER_COLOR, LIVER_SEGMENT_NAME, LIVER_SNOMED_CODE, LIVER_TERMINOLOGY
 
 
 def terminology_tag_name() -> str:

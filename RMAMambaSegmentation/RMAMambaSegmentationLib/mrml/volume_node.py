@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InvalidImageError
-from ..volume.orientation import LPS_TO_RAS
+from RMAMambaSegmentationLib.errors import InvalidImageError
+from RMAMambaSegmentationLib.imaging.orientation import LPS_TO_RAS
 
 #: Smallest size accepted along each axis: a single slice (or line) is a 2D image, not a volume.
 MIN_VOXELS_PER_AXIS = 2

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .layers import Permute, trunc_normal_
-from .ss2d import SS2D
-from .vss_block import VSSBlock
+from RMAMambaSegmentationLib.network.layers import Permute, trunc_normal_
+from RMAMambaSegmentationLib.network.ss2d import SS2D
+from RMAMambaSegmentationLib.network.vss_block import VSSBlock
 
 STAGE_WIDTHS = (96, 192, 384, 768)
 

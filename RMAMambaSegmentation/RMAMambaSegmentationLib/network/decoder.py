@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .vss_block import channel_first_vss_block
+from RMAMambaSegmentationLib.network.vss_block import channel_first_vss_block
 
 DECODER_WIDTH = 32
 

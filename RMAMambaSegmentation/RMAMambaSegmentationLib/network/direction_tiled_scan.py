@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from .selective_scan import DEFAULT_CHUNK, scalar_scan_into, scan_tile_values
+from RMAMambaSegmentationLib.network.selective_scan import DEFAULT_CHUNK, scalar_scan_into, scan_tile_values
 
 DIRECTIONS = 4
 #: Below this sequence length the plain cross scan is as fast (and is what the 2D models were tuned with).

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .backbone import STAGE_WIDTHS, VMambaEncoder
-from .decoder import DECODER_WIDTH, BasicConv2d, ReverseMambaAttention, upsample_to
-from .ss2d import set_scan_backend
-from .vss_block import channel_first_vss_block
+from RMAMambaSegmentationLib.network.backbone import STAGE_WIDTHS, VMambaEncoder
+from RMAMambaSegmentationLib.network.decoder import DECODER_WIDTH, BasicConv2d, ReverseMambaAttention, upsample_to
+from RMAMambaSegmentationLib.network.ss2d import set_scan_backend
+from RMAMambaSegmentationLib.network.vss_block import channel_first_vss_block
 
 
 @dataclass(frozen=True)
@@ -110,11 +110,11 @@ def build_model(variant: str = "T", *, scan_backend: str = "auto") -> RMAMamba:
     """
     key = str(variant).upper().removeprefix("RMAMAMBA_").removeprefix("RMA-MAMBA-")
     if key.replace("-", "").replace("_", "") in SRMA_ALIASES:
-        from .srma_mamba import build_srma_mamba  # the 3D member of the family
+        from RMAMambaSegmentationLib.network.srma_mamba import build_srma_mamba  # the 3D member of the family
 
         return build_srma_mamba(scan_backend=scan_backend)
     if key.replace("-", "").replace("_", "") in UNET_ALIASES:
-        from .unet import build_unet  # the 2D U-Net baseline
+        from RMAMambaSegmentationLib.network.unet import build_unet  # the 2D U-Net baseline
 
         return build_unet()
     if key not in VARIANTS:

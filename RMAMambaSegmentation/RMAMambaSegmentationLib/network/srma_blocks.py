@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Permute
-from .ss2d import SS2D
-from .vss_block import VSSBlock
+from RMAMambaSegmentationLib.network.layers import Permute
+from RMAMambaSegmentationLib.network.ss2d import SS2D
+from RMAMambaSegmentationLib.network.vss_block import VSSBlock
 
 #: Channel-last (B, I, J, K, C) <-> channel-first (B, C, I, J, K).
 TO_CHANNEL_LAST = (0, 2, 3, 4, 1)

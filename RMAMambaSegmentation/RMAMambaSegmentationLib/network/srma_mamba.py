@@ -13,9 +13,9 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .backbone import _init_encoder_module
-from .rma_mamba import Variant
-from .srma_blocks import (
+from RMAMambaSegmentationLib.network.backbone import _init_encoder_module
+from RMAMambaSegmentationLib.network.rma_mamba import Variant
+from RMAMambaSegmentationLib.network.srma_blocks import (
     BasicConv3d,
     GSCBlock,
     OutBlock3d,
@@ -25,7 +25,7 @@ from .srma_blocks import (
     stem,
     upsample3d,
 )
-from .ss2d import set_scan_backend
+from RMAMambaSegmentationLib.network.ss2d import set_scan_backend
 
 STAGE_WIDTHS_3D = (48, 96, 192, 384)
 DECODER_WIDTH_3D = 16

@@ -7,10 +7,10 @@ import math
 import torch
 from torch import nn
 
-from .cross_scan import cross_merge, cross_scan
-from .direction_tiled_scan import direction_tiled_scan, wants_direction_tiles
-from .layers import default_linear_bound, inverse_softplus
-from .selective_scan import resolve_backend, selective_scan
+from RMAMambaSegmentationLib.network.cross_scan import cross_merge, cross_scan
+from RMAMambaSegmentationLib.network.direction_tiled_scan import direction_tiled_scan, wants_direction_tiles
+from RMAMambaSegmentationLib.network.layers import default_linear_bound, inverse_softplus
+from RMAMambaSegmentationLib.network.selective_scan import resolve_backend, selective_scan
 
 DIRECTIONS = 4
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import DropPath, Mlp, Permute
-from .ss2d import SS2D
+from RMAMambaSegmentationLib.network.layers import DropPath, Mlp, Permute
+from RMAMambaSegmentationLib.network.ss2d import SS2D
 
 
 class VSSBlock(nn.Module):

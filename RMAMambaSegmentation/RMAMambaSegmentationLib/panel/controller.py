@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..volume.run_options import RunOptions
-from ..worker.runtime_info import describe_device_choice, describe_weights_file, normalize_device
+from RMAMambaSegmentationLib.inference.options import RunOptions
+from RMAMambaSegmentationLib.panel.runtime_info import describe_device_choice, describe_weights_file, normalize_device
 
 logger = logging.getLogger(__name__)
 

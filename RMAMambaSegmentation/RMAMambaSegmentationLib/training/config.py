@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from RMAMambaSegmentationLib.imaging.intensity import IntensityPreset
 from RMAMambaSegmentationLib.registry import normalise_variant
 from RMAMambaSegmentationLib.training.augmentation import AugmentationConfig
-from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
-from RMAMambaSegmentationLib.volume.model_card import CONTEXT_SLICES
+from RMAMambaSegmentationLib.weights.model_card import CONTEXT_SLICES
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 #: What picks ``best.pt`` and drives early stopping: the paper's mean per-slice Dice, or the mean per-volume Dice.

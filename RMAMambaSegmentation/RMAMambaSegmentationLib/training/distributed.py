@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from RMAMambaSegmentationLib.volume.devices import resolve_device
+from RMAMambaSegmentationLib.runtime.devices import resolve_device
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from RMAMambaSegmentationLib.errors import InputFileError
-from RMAMambaSegmentationLib.training.pairing import case_key, index_by_key, list_volume_files, pair_by_key
+from RMAMambaSegmentationLib.files.pairing import case_key, index_by_key, list_volume_files, pair_by_key
 
 logger = logging.getLogger(__name__)
 

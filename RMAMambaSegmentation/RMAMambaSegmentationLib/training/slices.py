@@ -20,11 +20,11 @@ import SimpleITK as sitk
 import torch
 
 from RMAMambaSegmentationLib.errors import InputFileError, InvalidImageError
+from RMAMambaSegmentationLib.imaging.intensity import IntensityPreset, apply_bounds
+from RMAMambaSegmentationLib.imaging.orientation import AxialReorientation
+from RMAMambaSegmentationLib.imaging.preprocessing import resize_slices
+from RMAMambaSegmentationLib.imaging.validation import validate_array, validate_image
 from RMAMambaSegmentationLib.training.layouts import CaseSource, png_slice_pairs
-from RMAMambaSegmentationLib.volume.intensity import IntensityPreset, apply_bounds
-from RMAMambaSegmentationLib.volume.orientation import AxialReorientation
-from RMAMambaSegmentationLib.volume.preprocessing import resize_slices
-from RMAMambaSegmentationLib.volume.validation import validate_array, validate_image
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from RMAMambaSegmentationLib.atomic_save import save_atomically
 from RMAMambaSegmentationLib.errors import CheckpointError
+from RMAMambaSegmentationLib.weights.atomic_save import save_atomically
 
 STATE_NAME = "training_state.pt"
 STATE_FORMAT = "rmamamba-training-state/1"

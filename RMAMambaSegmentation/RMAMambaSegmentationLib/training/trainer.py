@@ -31,7 +31,6 @@ from typing import Any, Union
 import torch
 
 from RMAMambaSegmentationLib import __version__
-from RMAMambaSegmentationLib.checkpoints import load_checkpoint, load_vmamba_backbone, save_checkpoint
 from RMAMambaSegmentationLib.errors import CheckpointError, RMAMambaError
 from RMAMambaSegmentationLib.network.loss import deep_supervision_loss
 from RMAMambaSegmentationLib.network.rma_mamba import build_model
@@ -46,7 +45,8 @@ from RMAMambaSegmentationLib.training.distributed import (
 )
 from RMAMambaSegmentationLib.training.slices import SliceSet
 from RMAMambaSegmentationLib.training.state import STATE_NAME, load_training_state, save_training_state
-from RMAMambaSegmentationLib.volume.model_card import ModelCard, write_model_card
+from RMAMambaSegmentationLib.weights.checkpoints import load_checkpoint, load_vmamba_backbone, save_checkpoint
+from RMAMambaSegmentationLib.weights.model_card import ModelCard, write_model_card
 
 logger = logging.getLogger(__name__)
 

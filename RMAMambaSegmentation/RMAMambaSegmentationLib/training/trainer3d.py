@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import torch
 
+from RMAMambaSegmentationLib.inference.windows import predict_logits, zscore_nonzero
 from RMAMambaSegmentationLib.network.srma_loss import deep_supervision_dice_ce, dice_ce_loss
 from RMAMambaSegmentationLib.registry import WINDOW_3D
 from RMAMambaSegmentationLib.training.distributed import all_reduce_sum
 from RMAMambaSegmentationLib.training.trainer import Trainer, ValidationScores
 from RMAMambaSegmentationLib.training.volume_set import VolumeSet
-from RMAMambaSegmentationLib.volume.model_card import ModelCard
-from RMAMambaSegmentationLib.volume.window_inference import predict_logits, zscore_nonzero
+from RMAMambaSegmentationLib.weights.model_card import ModelCard
 
 
 class VolumeTrainer(Trainer):

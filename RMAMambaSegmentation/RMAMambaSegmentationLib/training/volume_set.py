@@ -20,11 +20,11 @@ import SimpleITK as sitk
 import torch
 
 from RMAMambaSegmentationLib.errors import InvalidImageError
+from RMAMambaSegmentationLib.imaging.orientation import AxialReorientation
+from RMAMambaSegmentationLib.imaging.validation import validate_array, validate_image
+from RMAMambaSegmentationLib.inference.windows import to_network_axes, zscore_nonzero
 from RMAMambaSegmentationLib.training.layouts import CaseSource
 from RMAMambaSegmentationLib.training.slices import _check_mask_grid, _read
-from RMAMambaSegmentationLib.volume.orientation import AxialReorientation
-from RMAMambaSegmentationLib.volume.validation import validate_array, validate_image
-from RMAMambaSegmentationLib.volume.window_inference import to_network_axes, zscore_nonzero
 
 logger = logging.getLogger(__name__)
 

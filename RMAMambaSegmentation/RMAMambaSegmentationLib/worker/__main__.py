@@ -1,6 +1,6 @@
 """``python -m RMAMambaSegmentationLib.worker``: run the segmentation worker (started by :mod:`.client`)."""
 
-from RMAMambaSegmentationLib.volume import devices
+from RMAMambaSegmentationLib.runtime import devices
 
 # Read when torch loads, so it comes before the server module (which imports torch).
 devices.enable_mps_fallback()

@@ -78,8 +78,8 @@ def _run(request: dict[str, Any], cache, replies: _Replies) -> None:
     """One segmentation: read the folder's volume, segment, write the mask, reply ``done`` or ``error``."""
     import numpy as np
 
-    from RMAMambaSegmentationLib.volume.inference import segment_array
-    from RMAMambaSegmentationLib.volume.run_options import RunOptions
+    from RMAMambaSegmentationLib.inference.options import RunOptions
+    from RMAMambaSegmentationLib.inference.pipeline import segment_array
 
     run_id = request.get("id")
     folder = Path(request["folder"])
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     replies = _reply_channel()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s worker %(process)d %(levelname)s %(name)s: %(message)s")
-    from RMAMambaSegmentationLib.worker.model_cache import ModelCache
+    from RMAMambaSegmentationLib.weights.cache import ModelCache
 
     requests: queue.Queue = queue.Queue()
     threading.Thread(target=_read_requests, args=(sys.stdin, requests), name="requests", daemon=True).start()

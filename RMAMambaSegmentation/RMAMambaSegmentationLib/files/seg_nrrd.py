@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from RMAMambaSegmentationLib.imaging.orientation import LPS_TO_RAS
 from RMAMambaSegmentationLib.liver_segment import LIVER_COLOR_RGB255, LIVER_SEGMENT_NAME, LIVER_TERMINOLOGY
-from RMAMambaSegmentationLib.volume.orientation import LPS_TO_RAS
 
 LIVER_SEGMENT_ID = LIVER_SEGMENT_NAME
 

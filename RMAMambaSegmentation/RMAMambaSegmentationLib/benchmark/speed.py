@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .network.rma_mamba import VARIANTS, build_model
-from .network.srma_mamba import DEFAULT_WINDOW, gflop_per_window
-from .volume.compiled import compile_available, compiled_forward
-from .volume.heap_reuse import reuse_freed_memory
+from RMAMambaSegmentationLib.network.rma_mamba import VARIANTS, build_model
+from RMAMambaSegmentationLib.network.srma_mamba import DEFAULT_WINDOW, gflop_per_window
+from RMAMambaSegmentationLib.runtime.compiled import compile_available, compiled_forward
+from RMAMambaSegmentationLib.runtime.heap_reuse import reuse_freed_memory
 
 logger = logging.getLogger(__name__)
 

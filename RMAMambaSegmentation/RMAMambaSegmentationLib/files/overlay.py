@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from RMAMambaSegmentationLib.files.png import write_png
+from RMAMambaSegmentationLib.imaging.intensity import apply_bounds
+from RMAMambaSegmentationLib.imaging.orientation import AxialReorientation
 from RMAMambaSegmentationLib.liver_segment import LIVER_COLOR_RGB255
-from RMAMambaSegmentationLib.volume.intensity import apply_bounds
-from RMAMambaSegmentationLib.volume.orientation import AxialReorientation
-from RMAMambaSegmentationLib.volume.png import write_png
 
 OUTLINE_RGB = (255, 230, 0)
 FILL_OPACITY = 0.35

@@ -1,5 +1,5 @@
 """The options of one segmentation run, as one object: from the panel, through the worker process, to
-:func:`~RMAMambaSegmentationLib.volume.inference.segment_array`.
+:func:`~RMAMambaSegmentationLib.inference.pipeline.segment_array`.
 
 Torch-free and JSON-friendly (:meth:`RunOptions.to_dict` / :meth:`RunOptions.from_dict`), so the panel can build one
 without importing PyTorch and the worker can receive it on a pipe.
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from RMAMambaSegmentationLib import registry
-from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
+from RMAMambaSegmentationLib.imaging.intensity import IntensityPreset
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from RMAMambaSegmentationLib.errors import InputFileError
-from RMAMambaSegmentationLib.volume.dicom_checks import check_series_files, copy_scan_tags
-from RMAMambaSegmentationLib.volume.file_integrity import check_image_file
+from RMAMambaSegmentationLib.files.dicom_checks import check_series_files, copy_scan_tags
+from RMAMambaSegmentationLib.files.integrity import check_image_file
 
 logger = logging.getLogger(__name__)
 

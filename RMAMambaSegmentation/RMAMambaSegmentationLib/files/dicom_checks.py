@@ -15,7 +15,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from RMAMambaSegmentationLib.errors import InputFileError
-from RMAMambaSegmentationLib.volume.scan_check import DESCRIPTION_TAGS, MODALITY_TAG
+
+MODALITY_TAG = "0008|0060"
+DESCRIPTION_TAGS = ("0008|103e", "0018|1030", "0018|0024")  # series description, protocol name, sequence name
 
 logger = logging.getLogger(__name__)
 

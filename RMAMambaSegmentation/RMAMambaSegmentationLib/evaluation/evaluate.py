@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from RMAMambaSegmentationLib.errors import InputFileError, InvalidImageError
-from RMAMambaSegmentationLib.training import metrics
-from RMAMambaSegmentationLib.training.pairing import (
+from RMAMambaSegmentationLib.evaluation import metrics
+from RMAMambaSegmentationLib.files.pairing import (
     case_key,
     index_by_key,
     list_volume_files,
@@ -143,7 +143,7 @@ def resize_bilinear(stack: np.ndarray, size: Sequence[int]) -> np.ndarray:
 
 
 def _axial_stacks(pred: np.ndarray, ref: np.ndarray, ref_image, slice_size: Sequence[int] | None):
-    from RMAMambaSegmentationLib.volume.orientation import AxialReorientation
+    from RMAMambaSegmentationLib.imaging.orientation import AxialReorientation
 
     if ref.ndim == 2:
         pred_stack, ref_stack = pred[None], ref[None]

@@ -30,23 +30,23 @@ import torch
 from RMAMambaSegmentationLib import registry
 from RMAMambaSegmentationLib.callbacks import CancelCheck, ProgressCallback
 from RMAMambaSegmentationLib.errors import RMAMambaError, SegmentationCancelledError
-from RMAMambaSegmentationLib.volume.compiled import compiled_forward
-from RMAMambaSegmentationLib.volume.devices import DEFAULT_CPU_BATCH, auto_batch_size, is_out_of_memory
-from RMAMambaSegmentationLib.volume.intensity import MODALITY_NAMES, IntensityPreset, apply_bounds
-from RMAMambaSegmentationLib.volume.model_card import ModelCard
-from RMAMambaSegmentationLib.volume.model_loading import PreparedModel, prepare_model
-from RMAMambaSegmentationLib.volume.orientation import LPS_TO_RAS, AxialReorientation
-from RMAMambaSegmentationLib.volume.postprocessing import postprocess_mask
-from RMAMambaSegmentationLib.volume.preprocessing import (
+from RMAMambaSegmentationLib.imaging.intensity import MODALITY_NAMES, IntensityPreset, apply_bounds
+from RMAMambaSegmentationLib.imaging.orientation import LPS_TO_RAS, AxialReorientation
+from RMAMambaSegmentationLib.imaging.postprocessing import postprocess_mask
+from RMAMambaSegmentationLib.imaging.preprocessing import (
     NETWORK_INPUT_SIZE,
     context_network_input,
     resize_logits_back,
     slices_to_network_input,
 )
-from RMAMambaSegmentationLib.volume.quality import QualityVerdict, assess, uncertain_voxels
-from RMAMambaSegmentationLib.volume.run_options import RunOptions
-from RMAMambaSegmentationLib.volume.scan_check import ScanInfo, check_scan, missing_card_warning
-from RMAMambaSegmentationLib.volume.validation import validate_array, validate_geometry, validate_image
+from RMAMambaSegmentationLib.imaging.validation import validate_array, validate_geometry, validate_image
+from RMAMambaSegmentationLib.inference.options import RunOptions
+from RMAMambaSegmentationLib.inference.quality import QualityVerdict, assess, uncertain_voxels
+from RMAMambaSegmentationLib.inference.scan_check import ScanInfo, check_scan, missing_card_warning
+from RMAMambaSegmentationLib.runtime.compiled import compiled_forward
+from RMAMambaSegmentationLib.runtime.devices import DEFAULT_CPU_BATCH, auto_batch_size, is_out_of_memory
+from RMAMambaSegmentationLib.weights.model_card import ModelCard
+from RMAMambaSegmentationLib.weights.prepared_model import PreparedModel, prepare_model
 
 logger = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ def segment_array(
     entry = registry.entry_for(prepared.variant, prepared.card).with_overrides(
         window_size or prepared.window_size, overlap if overlap is not None else prepared.overlap)
     if entry.is_volumetric:
-        from RMAMambaSegmentationLib.volume.window_inference import segment_array_windows
+        from RMAMambaSegmentationLib.inference.windows import segment_array_windows
 
         if intensity is not None:
             logger.warning("%s z-scores the volume itself: intensity %s is not used", entry.label, intensity)

@@ -34,18 +34,18 @@ import SimpleITK as sitk
 import torch
 
 from RMAMambaSegmentationLib.errors import InputFileError, RMAMambaError, SegmentationCancelledError
-from RMAMambaSegmentationLib.mrml.provenance import result_values
-from RMAMambaSegmentationLib.volume.image_io import InputCase, expand_inputs, read_case
-from RMAMambaSegmentationLib.volume.inference import (
+from RMAMambaSegmentationLib.files.image_io import InputCase, expand_inputs, read_case
+from RMAMambaSegmentationLib.files.overlay import write_overlay_png
+from RMAMambaSegmentationLib.files.seg_nrrd import write_liver_seg_nrrd
+from RMAMambaSegmentationLib.imaging.intensity import IntensityPreset
+from RMAMambaSegmentationLib.inference.pipeline import (
     CancelCheck,
     ProgressCallback,
     SegmentationResult,
     segment_image,
 )
-from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
-from RMAMambaSegmentationLib.volume.model_loading import PreparedModel, prepare_model
-from RMAMambaSegmentationLib.volume.overlay import write_overlay_png
-from RMAMambaSegmentationLib.volume.seg_nrrd import write_liver_seg_nrrd
+from RMAMambaSegmentationLib.inference.provenance import result_values
+from RMAMambaSegmentationLib.weights.prepared_model import PreparedModel, prepare_model
 
 logger = logging.getLogger(__name__)
 

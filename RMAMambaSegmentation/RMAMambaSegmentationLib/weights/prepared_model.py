@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from RMAMambaSegmentationLib.volume.devices import resolve_device
-from RMAMambaSegmentationLib.volume.model_card import ModelCard, model_card_path, read_model_card
+from RMAMambaSegmentationLib.runtime.devices import resolve_device
+from RMAMambaSegmentationLib.weights.model_card import ModelCard, model_card_path, read_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ def prepare_model(
     if model is not None:
         return _wrap_module(model, weights, target)
 
-    from RMAMambaSegmentationLib.checkpoints import default_weights_path, file_sha256, load_model, model_label
     from RMAMambaSegmentationLib.registry import normalise_variant
+    from RMAMambaSegmentationLib.weights.checkpoints import default_weights_path, file_sha256, load_model, model_label
 
     weights_path = Path(weights) if weights is not None else Path(default_weights_path())
     card = read_model_card(weights_path)
@@ -88,7 +88,7 @@ def _wrap_module(model: torch.nn.Module, weights: str | Path | None, target: tor
         weights = model.weights_path
     weights_path = Path(weights) if weights is not None else None
     if weights_path is not None and sha256 is None and weights_path.is_file():
-        from RMAMambaSegmentationLib.checkpoints import file_sha256
+        from RMAMambaSegmentationLib.weights.checkpoints import file_sha256
 
         sha256 = file_sha256(weights_path)
     card = read_model_card(weights_path) if weights_path is not None else None
@@ -113,8 +113,8 @@ def prepare_chosen_model(
     without weights, only the default (2D) weights exist, so SRMA-Mamba needs a weights file (WeightsNotFoundError).
     """
     from RMAMambaSegmentationLib import registry
-    from RMAMambaSegmentationLib.checkpoints import default_weights_path, load_model
     from RMAMambaSegmentationLib.errors import WeightsNotFoundError
+    from RMAMambaSegmentationLib.weights.checkpoints import default_weights_path, load_model
 
     entry = registry.entry(model_name) if model_name else None
     if weights is None and entry is not None and entry.is_volumetric:

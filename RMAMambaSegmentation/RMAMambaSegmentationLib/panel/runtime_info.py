@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CheckpointError, VariantMismatchError, WeightsNotFoundError
+from RMAMambaSegmentationLib.errors import CheckpointError, VariantMismatchError, WeightsNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def describe_device(device: str) -> str:
 
 def normalize_device(device: str | None) -> str:
     """A panel label ("auto", "CPU", "CUDA GPU", "Apple GPU", the old "GPU") or a device name -> device name."""
-    from ..volume.devices import device_from_choice
+    from RMAMambaSegmentationLib.runtime.devices import device_from_choice
 
     return device_from_choice(device)
 
@@ -78,7 +78,7 @@ def inspect_weights(path: str | Path | None, expected_variant: str | None = None
     ``path`` None means the default weights shipped with the extension. Never raises for a bad file: the
     problem is in the returned message.
     """
-    from ..checkpoints import default_weights_path, load_checkpoint
+    from RMAMambaSegmentationLib.weights.checkpoints import default_weights_path, load_checkpoint
 
     try:
         resolved = Path(path) if path else default_weights_path(expected_variant)
@@ -89,7 +89,7 @@ def inspect_weights(path: str | Path | None, expected_variant: str | None = None
         return WeightsStatus(False, f"Weights missing: {error}", path=str(path) if path else None)
     except CheckpointError as error:
         return WeightsStatus(False, f"Unusable weights: {error}", path=str(path) if path else None)
-    from ..volume.model_card import read_model_card
+    from RMAMambaSegmentationLib.weights.model_card import read_model_card
 
     label = VARIANT_LABELS.get(checkpoint.variant, checkpoint.variant)
     message = f"{'Default ' if not path else ''}{label} weights (sha256 {checkpoint.sha256[:12]}...)"
@@ -136,8 +136,8 @@ def describe_weights_file(path: str | Path | None, expected_variant: str | None 
     The checkpoint itself is read and checked (variant, shape, sha256) by the worker when the run starts.
     Never raises for a bad file: the problem is in the returned message.
     """
-    from ..volume.model_card import read_model_card
-    from ..weights_location import DEFAULT_WEIGHTS_NAME, MODELS_DIR
+    from RMAMambaSegmentationLib.weights.location import DEFAULT_WEIGHTS_NAME, MODELS_DIR
+    from RMAMambaSegmentationLib.weights.model_card import read_model_card
 
     resolved = Path(path).expanduser() if path else MODELS_DIR / DEFAULT_WEIGHTS_NAME
     shown = str(path) if path else None
@@ -146,7 +146,7 @@ def describe_weights_file(path: str | Path | None, expected_variant: str | None 
     except OSError:
         what = "no default weights are installed" if not path else "weights file not found"
         return WeightsStatus(False, f"Weights missing: {what} ({resolved})", path=shown)
-    from ..volume.model_card import model_card_path
+    from RMAMambaSegmentationLib.weights.model_card import model_card_path
 
     try:
         card_stat = model_card_path(resolved).stat()

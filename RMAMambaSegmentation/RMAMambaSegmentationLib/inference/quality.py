@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from RMAMambaSegmentationLib.volume.postprocessing import bounding_box
+from RMAMambaSegmentationLib.imaging.postprocessing import bounding_box
 
 OK = "ok"
 CHECK = "check"

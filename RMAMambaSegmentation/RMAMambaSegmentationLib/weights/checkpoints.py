@@ -23,12 +23,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .atomic_save import save_atomically
-from .errors import CheckpointError, VariantMismatchError, WeightsNotFoundError
-from .network.rma_mamba import RMAMamba, build_model
-from .registry import SRMA, UNET, normalise_variant
-from .weights_file import explain_load_failure, refuse_non_checkpoint
-from .weights_location import bundled_weights_path
+from RMAMambaSegmentationLib.errors import CheckpointError, VariantMismatchError, WeightsNotFoundError
+from RMAMambaSegmentationLib.network.rma_mamba import RMAMamba, build_model
+from RMAMambaSegmentationLib.registry import SRMA, UNET, normalise_variant
+from RMAMambaSegmentationLib.weights.atomic_save import save_atomically
+from RMAMambaSegmentationLib.weights.file_sniffing import explain_load_failure, refuse_non_checkpoint
+from RMAMambaSegmentationLib.weights.location import bundled_weights_path
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def is_srma_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:
 def detect_variant(state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> str:
     """"T", "S" (2D RMA-Mamba), "SRMA" (3D SRMA-Mamba) or "UNET" (2D U-Net baseline) from the keys;
     CheckpointError for anything else."""
-    from .network.unet import is_unet_state_dict
+    from RMAMambaSegmentationLib.network.unet import is_unet_state_dict
 
     keys = set(state_dict)
     if is_srma_state_dict(state_dict):

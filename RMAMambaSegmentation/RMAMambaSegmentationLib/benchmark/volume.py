@@ -23,7 +23,7 @@ import SimpleITK as sitk
 logger = logging.getLogger(__name__)
 
 #: The bundled example of a source checkout (not installed with the package).
-EXAMPLE_IMAGE = Path(__file__).resolve().parents[2] / "Resources" / "Example" / "chaos_mr_t2spir_20_image.nii.gz"
+EXAMPLE_IMAGE = Path(__file__).resolve().parents[3] / "Resources" / "Example" / "chaos_mr_t2spir_20_image.nii.gz"
 SYNTHETIC_CT_SIZE = (512, 512, 300)
 
 
@@ -100,7 +100,7 @@ def time_volume(case: str, path: Path, floor_ms_per_slice: float, *, device: str
                 batch_size: int | None = None, compile: bool = False,
                 intensity: str | None = None) -> VolumeRow:
     """Read ``path`` and segment it with the default weights, timing both; peak memory of the whole call."""
-    from RMAMambaSegmentationLib.volume.inference import segment_image
+    from RMAMambaSegmentationLib.inference.pipeline import segment_image
 
     with PeakMemory() as memory:
         start = time.perf_counter()
@@ -119,7 +119,7 @@ def run_volume_benchmark(floor_ms_per_slice: float, *, device: str = "auto", bat
 
     The first case also pays for loading the weights; a warm-up call on a 3-slice crop runs before either.
     """
-    from RMAMambaSegmentationLib.volume.inference import segment_image
+    from RMAMambaSegmentationLib.inference.pipeline import segment_image
 
     warmup = synthetic_ct((256, 256, 3))
     segment_image(warmup, device=device, batch_size=batch_size, compile=compile)

@@ -26,14 +26,14 @@ import torch
 
 from RMAMambaSegmentationLib.callbacks import CancelCheck, ProgressCallback
 from RMAMambaSegmentationLib.errors import RMAMambaError, SegmentationCancelledError
+from RMAMambaSegmentationLib.imaging.intensity import WINDOW, IntensityPreset
+from RMAMambaSegmentationLib.imaging.orientation import AxialReorientation
+from RMAMambaSegmentationLib.imaging.postprocessing import postprocess_mask
+from RMAMambaSegmentationLib.inference.quality import assess, uncertain_voxels
 from RMAMambaSegmentationLib.registry import ModelEntry
-from RMAMambaSegmentationLib.volume.devices import is_out_of_memory
-from RMAMambaSegmentationLib.volume.heap_reuse import reuse_freed_memory
-from RMAMambaSegmentationLib.volume.intensity import WINDOW, IntensityPreset
-from RMAMambaSegmentationLib.volume.model_loading import PreparedModel
-from RMAMambaSegmentationLib.volume.orientation import AxialReorientation
-from RMAMambaSegmentationLib.volume.postprocessing import postprocess_mask
-from RMAMambaSegmentationLib.volume.quality import assess, uncertain_voxels
+from RMAMambaSegmentationLib.runtime.devices import is_out_of_memory
+from RMAMambaSegmentationLib.runtime.heap_reuse import reuse_freed_memory
+from RMAMambaSegmentationLib.weights.prepared_model import PreparedModel
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def segment_array_windows(
 ):
     """Segment a validated (k, j, i) array with a 3D-window model; returns ``inference.ArraySegmentation``
     (its ``probability`` is None unless ``probability_map``)."""
-    from RMAMambaSegmentationLib.volume import inference
+    from RMAMambaSegmentationLib.inference import pipeline as inference
 
     started = time.perf_counter() if started is None else started
     reorientation = AxialReorientation.from_direction(direction)

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from RMAMambaSegmentationLib.errors import CheckpointError
-from RMAMambaSegmentationLib.volume.intensity import IntensityPreset
-from RMAMambaSegmentationLib.volume.orientation import ORIENTATION_CONVENTION
+from RMAMambaSegmentationLib.imaging.intensity import IntensityPreset
+from RMAMambaSegmentationLib.imaging.orientation import ORIENTATION_CONVENTION
 
 logger = logging.getLogger(__name__)
 

@@ -35,11 +35,11 @@ class ModelCache:
     def get(self, weights: str | Path, *, variant: str | None = None, device: str = "auto"):
         """A ``PreparedModel`` for ``weights`` on ``device`` (loaded with ``weights_only=True``, checked against
         ``variant`` when given). Raises WeightsNotFoundError, CheckpointError or VariantMismatchError."""
-        from ..checkpoints import load_model
-        from ..errors import WeightsNotFoundError
-        from ..volume.devices import resolve_device
-        from ..volume.model_card import read_model_card
-        from ..volume.model_loading import PreparedModel
+        from RMAMambaSegmentationLib.errors import WeightsNotFoundError
+        from RMAMambaSegmentationLib.runtime.devices import resolve_device
+        from RMAMambaSegmentationLib.weights.checkpoints import load_model
+        from RMAMambaSegmentationLib.weights.model_card import read_model_card
+        from RMAMambaSegmentationLib.weights.prepared_model import PreparedModel
 
         path = Path(weights)
         if not path.is_file():

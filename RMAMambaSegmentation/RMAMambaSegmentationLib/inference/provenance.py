@@ -54,7 +54,7 @@ def result_values(info: Any, volume_ml: float, source: str | None, weights: obje
     ``weights``: the weights file asked for, used when the provenance knows none (a model given in code).
     """
     from RMAMambaSegmentationLib import __version__
-    from RMAMambaSegmentationLib.volume.quality import QualityVerdict
+    from RMAMambaSegmentationLib.inference.quality import QualityVerdict
 
     quality = getattr(info, "quality", None)
     if quality is not None and not isinstance(quality, QualityVerdict):  # a record sent back by the worker process

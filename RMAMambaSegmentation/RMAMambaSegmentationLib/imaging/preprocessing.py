@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from RMAMambaSegmentationLib.volume.model_card import NETWORK_INPUT_SIZE  # defined beside the card (torch-free)
+from RMAMambaSegmentationLib.weights.model_card import NETWORK_INPUT_SIZE  # defined beside the card (torch-free)
 
 
 def resize_slices(

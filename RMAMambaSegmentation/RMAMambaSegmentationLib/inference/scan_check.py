@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from RMAMambaSegmentationLib.errors import InvalidImageError
-from RMAMambaSegmentationLib.volume.intensity import WINDOW, IntensityPreset
-from RMAMambaSegmentationLib.volume.model_card import ModelCard
+from RMAMambaSegmentationLib.files.dicom_checks import DESCRIPTION_TAGS, MODALITY_TAG
+from RMAMambaSegmentationLib.imaging.intensity import WINDOW, IntensityPreset
+from RMAMambaSegmentationLib.weights.model_card import ModelCard
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +35,6 @@ CT_AIR_SHARE = 0.01
 #: At most this many voxels are looked at to judge the intensities (a regular subsample).
 _SAMPLE = 1 << 20
 #: DICOM tags read into :class:`ScanInfo` (kept as image metadata by :mod:`image_io`).
-MODALITY_TAG = "0008|0060"
-DESCRIPTION_TAGS = ("0008|103e", "0018|1030", "0018|0024")  # series description, protocol name, sequence name
 _MODALITY_WORDS = {"MR": "MR", "MRI": "MR", "CT": "CT"}
 _WEIGHTING = re.compile(r"(?<![A-Z0-9])T([12])(?![0-9])", re.IGNORECASE)
 
@@ -144,7 +143,7 @@ def check_scan(
 
 def missing_card_warning(weights_path: object, preset: IntensityPreset) -> str:
     """The warning for a checkpoint file that has no model card beside it."""
-    from RMAMambaSegmentationLib.volume.model_card import model_card_path
+    from RMAMambaSegmentationLib.weights.model_card import model_card_path
 
     return (f"the weights {weights_path} have no model card ({model_card_path(str(weights_path)).name} beside "
             f"them): using the {preset.label} intensity preset; if they were trained otherwise choose it "

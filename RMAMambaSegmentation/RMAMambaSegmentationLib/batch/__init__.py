@@ -1,0 +1,1 @@
+"""Segment many files: one row per case in summary.csv, shards for cluster arrays."""

@@ -1,0 +1,1 @@
+"""Torch runtime: device choice, compiled forward, heap reuse (no files, no models)."""

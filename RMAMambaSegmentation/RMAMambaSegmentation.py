@@ -518,7 +518,7 @@ class RMAMambaSegmentationTest(ScriptedLoadableModuleTest):
         import torch
 
         from RMAMambaSegmentationLib.errors import VariantMismatchError
-        from RMAMambaSegmentationLib.network.rma_mamba import build_model
+        from RMAMambaSegmentationLib.network.build import build_model
         from RMAMambaSegmentationLib.weights.checkpoints import file_sha256, save_checkpoint
         from RMAMambaSegmentationLib.weights.model_card import ModelCard, write_model_card
 

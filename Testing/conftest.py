@@ -136,7 +136,7 @@ def tiny_t_weights(tmp_path_factory) -> Path:
     network, fast enough for the worker-process tests."""
     import torch
 
-    from RMAMambaSegmentationLib.network.rma_mamba import build_model
+    from RMAMambaSegmentationLib.network.build import build_model
     from RMAMambaSegmentationLib.weights.checkpoints import save_checkpoint
     from RMAMambaSegmentationLib.weights.model_card import ModelCard, write_model_card
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from RMAMambaSegmentationLib import build_model
-from RMAMambaSegmentationLib.benchmark.speed import format_table, matmul_gflops, run_benchmark, seconds_per_call
 from RMAMambaSegmentationLib.benchmark import speed as benchmark
+from RMAMambaSegmentationLib.benchmark.speed import format_table, matmul_gflops, run_benchmark, seconds_per_call
 from RMAMambaSegmentationLib.network.ss2d import SS2D
 
 

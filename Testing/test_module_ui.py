@@ -165,7 +165,10 @@ def test_widget_calls_match_the_library_signature(script_tree):
     start = set(inspect.signature(SegmentationLogic.start).parameters)
     segment = set(inspect.signature(SegmentationLogic.segment).parameters)
     assert start - {"self"} <= segment and segment - start == {"cancel", "model"}
-    assert {"weights", "device", "segmentationNode", "replace", "progress", "options"} <= start
+    assert {"segmentationNode", "replace", "progress", "options"} <= start
+    from RMAMambaSegmentationLib.inference.options import RunOptions
+
+    assert RunOptions.build(weights="w.pt", device="CPU", probabilityMap=True).probability_map
 
 
 def test_widget_only_renders_the_controller_view(script_tree):

@@ -126,7 +126,7 @@ def test_real_network_from_weights_file(mrml, t_weights, tmp_path):
 @pytest.fixture(scope="module")
 def t_weights(tmp_path_factory):
     """RMA-Mamba-T with seeded random weights (float16 file) and a model card asking for 64x64 inputs."""
-    from RMAMambaSegmentationLib.network.rma_mamba import build_model
+    from RMAMambaSegmentationLib.network.build import build_model
     from RMAMambaSegmentationLib.weights.checkpoints import save_checkpoint
     from RMAMambaSegmentationLib.weights.model_card import ModelCard, write_model_card
 

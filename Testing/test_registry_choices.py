@@ -9,7 +9,7 @@ import pytest
 
 from conftest import PROJECT_ROOT
 from RMAMambaSegmentationLib import registry
-from RMAMambaSegmentationLib.panel.runtime_info import normalize_device
+from RMAMambaSegmentationLib.runtime.devices import device_from_choice
 
 
 def test_every_panel_choice_is_a_registry_model() -> None:
@@ -26,7 +26,7 @@ def test_every_panel_choice_is_a_registry_model() -> None:
 @pytest.mark.parametrize(("label", "device"), [("auto", "auto"), ("CPU", "cpu"), ("CUDA GPU", "cuda"),
                                                ("Apple GPU", "mps"), ("GPU", "cuda"), (None, "auto")])
 def test_panel_device_labels_become_torch_devices(label, device) -> None:
-    assert normalize_device(label) == device
+    assert device_from_choice(label) == device
 
 
 def test_the_module_script_imports_of_choices_stay_torch_free() -> None:

@@ -75,7 +75,7 @@ def test_incomplete_srma_file_names_the_problem(tmp_path) -> None:
 
 def test_detect_variant_tells_the_family_apart() -> None:
     assert detect_variant(shape_only_state_dict("SRMA")) == "SRMA"
-    assert registry.recognise(shape_only_state_dict("SRMA")).inference == registry.WINDOW_3D
-    assert registry.recognise(shape_only_state_dict("S")).inference == registry.SLICE_2D
+    assert registry.entry(detect_variant(shape_only_state_dict("SRMA"))).inference == registry.WINDOW_3D
+    assert registry.entry(detect_variant(shape_only_state_dict("S"))).inference == registry.SLICE_2D
     assert detect_variant(shape_only_state_dict("T")) == "T"
     assert detect_variant(shape_only_state_dict("S")) == "S"

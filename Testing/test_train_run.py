@@ -23,8 +23,8 @@ from RMAMambaSegmentationLib.errors import CheckpointError
 from RMAMambaSegmentationLib.evaluation.metrics import overlap_scores
 from RMAMambaSegmentationLib.imaging.intensity import IntensityPreset
 from RMAMambaSegmentationLib.inference.pipeline import segment_image
+from RMAMambaSegmentationLib.network.build import build_model
 from RMAMambaSegmentationLib.network.loss import deep_supervision_loss
-from RMAMambaSegmentationLib.network.rma_mamba import build_model
 from RMAMambaSegmentationLib.training.config import TrainConfig
 from RMAMambaSegmentationLib.training.layouts import CaseSource
 from RMAMambaSegmentationLib.training.slices import build_slice_set

@@ -16,10 +16,10 @@ from RMAMambaSegmentationLib import registry
 from RMAMambaSegmentationLib.cli import train_command
 from RMAMambaSegmentationLib.errors import VariantMismatchError
 from RMAMambaSegmentationLib.inference.pipeline import segment_image
+from RMAMambaSegmentationLib.network.build import build_model
 from RMAMambaSegmentationLib.network.loss import deep_supervision_loss, dice_bce_loss
-from RMAMambaSegmentationLib.network.rma_mamba import build_model
 from RMAMambaSegmentationLib.network.unet import UNET_WIDTHS, UNet
-from RMAMambaSegmentationLib.training.trainer import cosine_factor
+from RMAMambaSegmentationLib.training.optimisation import cosine_factor
 from RMAMambaSegmentationLib.weights.checkpoints import (
     default_weights_path,
     detect_variant,
@@ -88,7 +88,7 @@ def test_checkpoint_recognition_and_mismatch_errors(tmp_path):
     path = save_checkpoint(tmp_path / "unet.pt", unet, half=True)
     checkpoint = load_checkpoint(path)
     assert checkpoint.variant == "UNET" and detect_variant(checkpoint.state_dict) == "UNET"
-    assert registry.recognise(checkpoint.state_dict).key == "UNET"
+    assert registry.entry(detect_variant(checkpoint.state_dict)).key == "UNET"
     loaded = load_model(path, variant="u-net")
     for key, value in unet.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value.half().float() if value.is_floating_point() else value)

@@ -259,7 +259,7 @@ def test_fatal_problems_write_nothing(liver_inputs, tmp_path):
 
 
 def test_nrrd_mask_format(liver_inputs, tmp_path):
-    outputs = case_outputs("x", tmp_path, mask_format="nrrd", probability=True, overlay=False)
+    outputs = case_outputs("x", tmp_path, mask_format="nrrd", probability_map=True, overlay=False)
     assert [p.name for p in outputs.values()] == ["x_liver.nrrd", "x.seg.nrrd", "x_probability.nrrd"]
     rows = segment_files([liver_inputs["ct"][0]], tmp_path, model=EchoLogits(), device="cpu", mask_format="nrrd",
                          overlay=False)

@@ -28,8 +28,9 @@ from RMAMambaSegmentationLib.errors import (
 )
 from RMAMambaSegmentationLib.imaging.intensity import IntensityPreset
 from RMAMambaSegmentationLib.imaging.orientation import LPS_TO_RAS, AxialReorientation
-from RMAMambaSegmentationLib.inference.pipeline import geometry_from_ijk_to_ras, segment_array
-from RMAMambaSegmentationLib.network.rma_mamba import build_model
+from RMAMambaSegmentationLib.inference.pipeline import segment_array
+from RMAMambaSegmentationLib.mrml.volume_node import lps_geometry
+from RMAMambaSegmentationLib.network.build import build_model
 from RMAMambaSegmentationLib.runtime.devices import auto_batch_size, resolve_device
 from RMAMambaSegmentationLib.weights.model_card import ModelCard, read_model_card, write_model_card
 from RMAMambaSegmentationLib.weights.prepared_model import PreparedModel
@@ -218,9 +219,9 @@ def test_array_entry_point_with_an_mrml_matrix_matches_segment_image():
     ijk_to_ras = np.eye(4)
     direction = np.asarray(image.GetDirection()).reshape(3, 3)
     ijk_to_ras[:3, :3] = LPS_TO_RAS @ direction @ np.diag(image.GetSpacing())
-    spacing, lps_direction = geometry_from_ijk_to_ras(ijk_to_ras)
+    spacing, _origin, lps_direction = lps_geometry(ijk_to_ras)
     np.testing.assert_allclose(spacing, image.GetSpacing())
-    np.testing.assert_allclose(lps_direction, direction)
+    np.testing.assert_allclose(np.reshape(lps_direction, (3, 3)), direction)
     array = sitk.GetArrayFromImage(image)
     result = segment_array(array, spacing=spacing, direction=lps_direction, model=EchoLogits(), device="cpu")
     expected = segment_image(image, model=EchoLogits(), device="cpu")

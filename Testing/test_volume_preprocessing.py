@@ -19,8 +19,8 @@ from RMAMambaSegmentationLib.imaging.preprocessing import (
     resize_logits_back,
     slices_to_network_input,
 )
-from RMAMambaSegmentationLib.inference.pipeline import resolve_intensity
 from RMAMambaSegmentationLib.inference.scan_check import scan_warnings
+from RMAMambaSegmentationLib.inference.slices import resolve_intensity
 from RMAMambaSegmentationLib.weights.model_card import ModelCard, model_card_path, read_model_card, write_model_card
 
 # --- intensities ---------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from conftest import PROJECT_ROOT
 from RMAMambaSegmentationLib.errors import SegmentationCancelledError, VariantMismatchError, WorkerStoppedError
 from RMAMambaSegmentationLib.imaging.intensity import IntensityPreset
 from RMAMambaSegmentationLib.inference.options import RunOptions
-from RMAMambaSegmentationLib.inference.pipeline import Provenance
+from RMAMambaSegmentationLib.inference.result import Provenance
 from RMAMambaSegmentationLib.mrml.segmentation_run import worker_error
 from RMAMambaSegmentationLib.weights.cache import ModelCache
 from RMAMambaSegmentationLib.worker import protocol
@@ -97,12 +97,22 @@ def test_worker_errors_keep_their_class():
     assert "CudaError: device-side assert" in str(other)
 
 
+def wait_for_messages(worker: WorkerProcess, count: int, timeout: float) -> list[dict]:
+    """The worker's first ``count`` replies (fewer when ``timeout`` seconds pass first), polling as the panel does."""
+    found: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while len(found) < count and time.monotonic() < deadline:
+        found.extend(worker.messages())
+        time.sleep(0.02)
+    return found
+
+
 def test_idle_worker_exits_by_itself():
     worker = WorkerProcess(idle_timeout_s=0.5)
-    ready = worker.next_message(timeout=60)
+    ready, exited = wait_for_messages(worker, 2, timeout=60)
     assert ready["type"] == protocol.READY and ready["pid"] == worker.pid
     assert worker.wait(30) and worker.returncode == 0
-    assert worker.next_message(timeout=5)["type"] == "exited"
+    assert exited["type"] == "exited"
 
 
 def test_worker_exits_when_its_parent_dies():
@@ -110,7 +120,7 @@ def test_worker_exits_when_its_parent_dies():
     parent = (
         f"import sys; sys.path.insert(0, {library!r})\n"
         "from RMAMambaSegmentationLib.worker.client import WorkerProcess\n"
-        "w = WorkerProcess(); assert w.next_message(60)['type'] == 'ready'; print(w.pid, flush=True)\n"
+        "import time\nw = WorkerProcess()\nwhile not w.messages(): time.sleep(0.02)\nprint(w.pid, flush=True)\n"
         "import os; os._exit(0)\n"
     )
     done = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=120)
@@ -128,7 +138,7 @@ def test_worker_exits_when_its_parent_dies():
 
 def test_stopped_worker_error_says_how():
     worker = WorkerProcess()
-    assert worker.next_message(timeout=60)["type"] == protocol.READY
+    assert wait_for_messages(worker, 1, timeout=60)[0]["type"] == protocol.READY
     worker.kill()
     assert worker.wait(5)
     error = worker.stopped_error(worker.returncode)

@@ -9,15 +9,15 @@ from RMAMambaSegmentationLib.panel.runtime_info import (
     describe_device,
     inspect_weights,
     mamba_ssm_available,
-    normalize_device,
     torch_available,
 )
+from RMAMambaSegmentationLib.runtime.devices import device_from_choice
 
 
 @pytest.fixture(scope="module")
 def s_weights(tmp_path_factory):
     """RMA-Mamba-S with seeded random weights, stored in float16."""
-    from RMAMambaSegmentationLib.network.rma_mamba import build_model
+    from RMAMambaSegmentationLib.network.build import build_model
     from RMAMambaSegmentationLib.weights.checkpoints import save_checkpoint
 
     torch.manual_seed(0)
@@ -60,9 +60,9 @@ def test_mismatched_missing_and_corrupt_weights(s_weights, tmp_path, monkeypatch
 
 
 def test_devices():
-    assert normalize_device("GPU") == "cuda"
-    assert normalize_device(None) == "auto"
-    assert normalize_device(" CPU ") == "cpu"
+    assert device_from_choice("GPU") == "cuda"
+    assert device_from_choice(None) == "auto"
+    assert device_from_choice(" CPU ") == "cpu"
     assert describe_device("cpu").startswith("CPU")
     if torch.cuda.is_available():
         assert describe_device("auto").startswith("GPU ")

@@ -16,12 +16,12 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "build_model": "RMAMambaSegmentationLib.network.rma_mamba",
+    "build_model": "RMAMambaSegmentationLib.network.build",
     "RMAMamba": "RMAMambaSegmentationLib.network.rma_mamba",
     "load_checkpoint": "RMAMambaSegmentationLib.weights.checkpoints",
     "load_model": "RMAMambaSegmentationLib.weights.checkpoints",
     "segment_image": "RMAMambaSegmentationLib.inference.pipeline",
-    "SegmentationResult": "RMAMambaSegmentationLib.inference.pipeline",
+    "SegmentationResult": "RMAMambaSegmentationLib.inference.result",
     "SegmentationLogic": "RMAMambaSegmentationLib.mrml.segmentation_logic",
 }
 

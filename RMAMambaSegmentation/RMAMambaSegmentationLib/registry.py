@@ -1,8 +1,10 @@
-"""One registry of the model family: how each member is fed, read out and recognised.
+"""One registry of the model family: its names and labels, how each member is fed, read out and recognised.
 
-Each :class:`ModelEntry` says whether the network sees 2D slices (RMA-Mamba-T, -S and the U-Net baseline) or 3D
-windows (SRMA-Mamba), its
-input channels, intensity recipe, window (slice size or 3D window) and overlap, which output is the prediction, the
+The lowest layer of the library: torch-free, it imports nothing from the rest of it.
+
+Each :class:`ModelEntry` carries the label users see ("RMA-Mamba-T", "SRMA-Mamba", ...: the one table of labels),
+whether the network sees 2D slices (RMA-Mamba-T, -S and the U-Net baseline) or 3D windows (SRMA-Mamba), its input
+channels, intensity recipe, window (slice size or 3D window) and overlap, which output is the prediction, the
 threshold, and how its checkpoints are recognised. A model trained with ``rmamamba train`` records the same fields
 in its model card; :func:`entry_for` applies them over the family's defaults.
 
@@ -15,13 +17,15 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 SLICE_2D = "slice-2d"
+#: The 2D members' network input size (rows, columns), as in the official training; the default of the model card
+#: and of ``imaging.preprocessing``.
+NETWORK_INPUT_SIZE = (256, 256)
 WINDOW_3D = "window-3d"
-INFERENCE_KINDS = (SLICE_2D, WINDOW_3D)
 #: SRMA-Mamba's intensity recipe: z-score over the volume's non-zero voxels (zeros stay 0), as the authors' test.
 ZSCORE_NONZERO = "zscore-nonzero"
 #: The 2D models' recipe: an :class:`~volume.intensity.IntensityPreset` mapping the volume to [0, 1].
@@ -51,7 +55,7 @@ class ModelEntry:
     """How one member of the family is used."""
 
     key: str  # "T", "S", "SRMA", "UNET": what build_model / --model take
-    label: str
+    label: str  # what users see: "RMA-Mamba-T", "RMA-Mamba-S", "SRMA-Mamba", "U-Net (2D baseline)"
     inference: str  # SLICE_2D or WINDOW_3D
     channels: int  # network input channels
     intensity: str  # PRESET_01 or ZSCORE_NONZERO
@@ -64,12 +68,6 @@ class ModelEntry:
     @property
     def is_volumetric(self) -> bool:
         return self.inference == WINDOW_3D
-
-    def card_fields(self) -> dict[str, Any]:
-        """What a model card records about inference for this entry."""
-        return {"inference": self.inference, "channels": self.channels, "intensity_recipe": self.intensity,
-                "window": list(self.window), "overlap": self.overlap, "output_index": self.output_index,
-                "threshold": self.threshold}
 
     def with_overrides(self, window: Sequence[int] | None = None, overlap: float | None = None,
                        threshold: float | None = None) -> ModelEntry:
@@ -94,13 +92,13 @@ class ModelEntry:
 _2D_RECOGNITION = ("2D RMA-Mamba layout: encoder.layers.* with 4-D convs and an out_conv1.weight head; "
                    "{detail}")
 ENTRIES: dict[str, ModelEntry] = {
-    "T": ModelEntry("T", "RMA-Mamba-T", SLICE_2D, 3, PRESET_01, (256, 256), 0.0, 0, 0.5,
+    "T": ModelEntry("T", "RMA-Mamba-T", SLICE_2D, 3, PRESET_01, NETWORK_INPUT_SIZE, 0.0, 0, 0.5,
                     _2D_RECOGNITION.format(detail="no st_block bridges, 2 blocks in stage 3")),
-    "S": ModelEntry("S", "RMA-Mamba-S", SLICE_2D, 3, PRESET_01, (256, 256), 0.0, 0, 0.5,
+    "S": ModelEntry("S", "RMA-Mamba-S", SLICE_2D, 3, PRESET_01, NETWORK_INPUT_SIZE, 0.0, 0, 0.5,
                     _2D_RECOGNITION.format(detail="st_block1..4 bridges, 15 blocks in stage 3")),
     "SRMA": ModelEntry("SRMA", "SRMA-Mamba", WINDOW_3D, 1, ZSCORE_NONZERO, (224, 224, 64), 0.25, 0, 0.5,
                        "3D layout: MONAI-style out_conv1.conv.conv head and 5-D encoder convs (484 keys)"),
-    UNET: ModelEntry(UNET, "U-Net (2D baseline)", SLICE_2D, 3, PRESET_01, (256, 256), 0.0, 0, 0.5,
+    UNET: ModelEntry(UNET, "U-Net (2D baseline)", SLICE_2D, 3, PRESET_01, NETWORK_INPUT_SIZE, 0.0, 0, 0.5,
                      "2D U-Net layout: down.0..4 / up.0..3 / merge.0..3 conv blocks and a head.weight 1x1 conv"),
 }
 
@@ -130,13 +128,6 @@ def entry(key: str) -> ModelEntry:
     return ENTRIES[name]
 
 
-def recognise(state_dict: Mapping[str, Any], source: str = "checkpoint") -> ModelEntry:
-    """The entry whose checkpoints look like ``state_dict`` (CheckpointError when none does)."""
-    from RMAMambaSegmentationLib.weights.checkpoints import detect_variant
-
-    return ENTRIES[detect_variant(state_dict, source)]
-
-
 def entry_for(variant: str | None, card: Any = None) -> ModelEntry:
     """The family entry of ``variant`` (default T) with what a trained model's card records applied over it."""
     base = entry(variant or (getattr(card, "variant", None) if card is not None else None) or "T")
@@ -150,5 +141,5 @@ def entry_for(variant: str | None, card: Any = None) -> ModelEntry:
     return base.with_overrides(window=window, overlap=overlap, threshold=getattr(card, "threshold", None))
 
 
-__all__ = ["ENTRIES", "INFERENCE_KINDS", "SLICE_2D", "SRMA", "UNET", "WINDOW_3D", "ZSCORE_NONZERO", "ModelEntry",
-           "entry", "entry_for", "normalise_variant", "recognise"]
+__all__ = ["ENTRIES", "NETWORK_INPUT_SIZE", "PANEL_MODELS", "SLICE_2D", "SRMA", "UNET", "WINDOW_3D", "ZSCORE_NONZERO",
+           "ModelEntry", "entry", "entry_for", "normalise_variant", "panel_choices", "variant_of_choice"]

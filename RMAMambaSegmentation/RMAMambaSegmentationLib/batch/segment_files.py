@@ -4,7 +4,7 @@ For an input named NAME (file name without its image ending, or the DICOM folder
 
 * ``NAME_liver.nii.gz`` -- the uint8 0/1 mask in the input's grid (``NAME_liver.nrrd`` with ``mask_format="nrrd"``);
 * ``NAME.seg.nrrd`` -- the same mask as a Slicer segmentation with one segment "Liver";
-* ``NAME_probability.nii.gz`` -- float32 liver probability (only with ``probability=True``);
+* ``NAME_probability.nii.gz`` -- float32 liver probability (only with ``probability_map=True``);
 * ``NAME_overlay.png`` -- the mid-liver axial slice with the liver tinted (unless ``overlay=False``);
 * one row per case in ``summary.csv`` (``summary_shard-I-of-N.csv`` for a shard, so that array jobs writing
   into one folder never write the same file).
@@ -12,7 +12,7 @@ For an input named NAME (file name without its image ending, or the DICOM folder
 Every case's files are written under temporary names and renamed at the end, so a failed or cancelled case leaves
 nothing behind. A case whose outputs all exist is skipped (status ``skipped``) unless ``overwrite=True``; its earlier
 summary row is kept, so re-running a partly finished batch resumes it. A case that has some outputs but lacks one
-now asked for (``probability=True``, another mask format) is segmented again and only the missing files are
+now asked for (``probability_map=True``, another mask format) is segmented again and only the missing files are
 written (the row's message says which were kept). A bad input gets status ``error`` with a one-line message and
 the other cases still run. Every ``ok`` row has a ``quality`` (``ok`` or ``check: reasons``, see :mod:`quality`);
 mismatches between the scan and the weights are in its ``message``.
@@ -33,19 +33,16 @@ from typing import Any, TypeVar
 import SimpleITK as sitk
 import torch
 
+from RMAMambaSegmentationLib.callbacks import CancelCheck, ProgressCallback
 from RMAMambaSegmentationLib.errors import InputFileError, RMAMambaError, SegmentationCancelledError
 from RMAMambaSegmentationLib.files.image_io import InputCase, expand_inputs, read_case
 from RMAMambaSegmentationLib.files.overlay import write_overlay_png
 from RMAMambaSegmentationLib.files.seg_nrrd import write_liver_seg_nrrd
-from RMAMambaSegmentationLib.imaging.intensity import IntensityPreset
-from RMAMambaSegmentationLib.inference.pipeline import (
-    CancelCheck,
-    ProgressCallback,
-    SegmentationResult,
-    segment_image,
-)
+from RMAMambaSegmentationLib.inference.options import RunOptions
+from RMAMambaSegmentationLib.inference.pipeline import prepare_run_model, segment_image
 from RMAMambaSegmentationLib.inference.provenance import result_values
-from RMAMambaSegmentationLib.weights.prepared_model import PreparedModel, prepare_model
+from RMAMambaSegmentationLib.inference.result import SegmentationResult
+from RMAMambaSegmentationLib.weights.prepared_model import PreparedModel
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +82,7 @@ def summary_path(output_dir: str | os.PathLike, shard: tuple[int, int] | None = 
 
 
 def case_outputs(
-    name: str, output_dir: str | os.PathLike, *, mask_format: str = "nii.gz", probability: bool = False,
+    name: str, output_dir: str | os.PathLike, *, mask_format: str = "nii.gz", probability_map: bool = False,
     overlay: bool = True,
 ) -> dict[str, Path]:
     """The files written for case ``name``, keyed by summary column."""
@@ -93,7 +90,7 @@ def case_outputs(
         raise ValueError(f"unknown mask format {mask_format!r}: use one of {', '.join(MASK_FORMATS)}")
     folder = Path(output_dir)
     outputs = {"mask": folder / f"{name}_liver.{mask_format}", "segmentation": folder / f"{name}.seg.nrrd"}
-    if probability:
+    if probability_map:
         outputs["probability"] = folder / f"{name}_probability.{mask_format}"
     if overlay:
         outputs["overlay"] = folder / f"{name}_overlay.png"
@@ -216,82 +213,80 @@ def _duplicate_names(cases: Sequence[InputCase]) -> dict[int, str]:
     return duplicates
 
 
-def segment_files(
-    paths: Sequence[str | os.PathLike],
-    output_dir: str | os.PathLike,
-    *,
-    weights: str | os.PathLike | None = None,
-    model: torch.nn.Module | PreparedModel | None = None,
-    device: str | torch.device | None = "auto",
-    batch_size: int | None = None,
-    postprocess: bool = True,
-    intensity: IntensityPreset | str | None = None,
-    strict: bool = False,
-    probability: bool = False,
-    mask_format: str = "nii.gz",
-    overlay: bool = True,
-    overwrite: bool = False,
-    shard: tuple[int, int] | str | None = None,
-    progress: ProgressCallback | None = None,
-    cancel: CancelCheck | None = None,
-    compile: bool = False,
-) -> list[dict[str, Any]]:
-    """Segment every input and write its outputs into ``output_dir``; returns this run's summary rows.
-
-    ``paths``: image files (NIfTI, NRRD, MHA/MHD), DICOM series folders, folders of those, or text files listing
-    them one per line. ``weights`` / ``model`` / ``device`` / ``batch_size`` / ``postprocess`` / ``intensity`` /
-    ``compile`` are those of :func:`segment_image`; the model is loaded once for the whole batch. ``shard``:
-    ``(I, N)`` or ``"I/N"`` to process only shard I of N. ``strict``: a scan that does not match the weights' model
-    card is an error (else a warning in the row's message). ``progress(fraction, message)`` covers the whole batch;
-    ``cancel()`` is checked between cases and between slice batches.
-
-    Each row has the keys of :data:`SUMMARY_COLUMNS` (status ``ok``, ``skipped`` or ``error`` with a one-line
-    message). Raises CheckpointError / WeightsNotFoundError before anything is written when the weights are
-    unusable, InputFileError when none of ``paths`` exists or no input is found in them (both before the weights are
-    loaded and before ``output_dir`` is created), SegmentationCancelledError when cancelled (finished cases
-    keep their outputs and summary rows).
-    """
-    if isinstance(shard, str):
-        shard = parse_shard(shard)
-    output_dir = Path(output_dir)
-    case_outputs("check", output_dir, mask_format=mask_format)  # refuse a bad format before any work
+def _selected_cases(paths: Sequence[str | os.PathLike],
+                    shard: tuple[int, int] | None) -> tuple[list[InputCase], list[int], dict[int, str]]:
+    """All input cases, the positions this shard runs, and the error of each duplicated name (InputFileError when
+    none of ``paths`` exists or no input is found in them)."""
     missing = [str(p) for p in paths if not Path(p).expanduser().exists()]
     if paths and len(missing) == len(paths):  # one missing among others becomes that case's error row
         raise InputFileError(f"input not found: {', '.join(missing)}")
     all_cases = expand_inputs(list(paths))
     if not all_cases:
         raise InputFileError(f"no input images found in {', '.join(str(p) for p in paths) or 'the arguments'}")
-    duplicates = _duplicate_names(all_cases)
-    positions = select_shard(range(len(all_cases)), shard)
+    return all_cases, select_shard(range(len(all_cases)), shard), _duplicate_names(all_cases)
+
+
+def segment_files(
+    paths: Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    *,
+    options: RunOptions | None = None,
+    model: torch.nn.Module | PreparedModel | str | None = None,
+    mask_format: str = "nii.gz",
+    overlay: bool = True,
+    overwrite: bool = False,
+    shard: tuple[int, int] | str | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCheck | None = None,
+    **keywords: Any,
+) -> list[dict[str, Any]]:
+    """Segment every input and write its outputs into ``output_dir``; returns this run's summary rows.
+
+    ``paths``: image files (NIfTI, NRRD, MHA/MHD), DICOM series folders, folders of those, or text files listing
+    them one per line. ``options`` (:class:`RunOptions`) and/or keywords on top of it (``weights``, ``device``,
+    ``variant``, ``batch_size``, ``postprocess``, ``intensity``, ``window_size``, ``overlap``, ``strict``,
+    ``compile``, ``probability`` = ``probability_map``: also write the probability image) are those of
+    :func:`segment_image`; ``model`` (a module, ``PreparedModel`` or registry name) replaces the weights. The model
+    is prepared once for the whole batch. ``shard``: ``(I, N)`` or ``"I/N"`` to process only shard I of N.
+    ``strict``: a scan that does not match the weights' model card is an error (else a warning in the row's
+    message). ``progress(fraction, message)`` covers the whole batch; ``cancel()`` is checked between cases and
+    between slice batches.
+
+    Each row has the keys of :data:`SUMMARY_COLUMNS` (status ``ok``, ``skipped`` or ``error`` with a one-line
+    message). Raises ValueError for bad options, CheckpointError / WeightsNotFoundError before anything is written
+    when the weights are unusable, InputFileError when none of ``paths`` exists or no input is found in them (both
+    before the weights are loaded and before ``output_dir`` is created), SegmentationCancelledError when cancelled
+    (finished cases keep their outputs and summary rows).
+    """
+    options = RunOptions.build(options, **keywords).checked()
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
+    output_dir = Path(output_dir)
+    case_outputs("check", output_dir, mask_format=mask_format)  # refuse a bad format before any work
+    all_cases, positions, duplicates = _selected_cases(paths, shard)
     if not positions:
         logger.info("shard %s/%s has no case (%d inputs)", *shard, len(all_cases))  # type: ignore[misc]
         return []
-    prepared = prepare_model(model=model, weights=weights, device=device)
+    prepared = prepare_run_model(options, model)
+    # The prepared model stays where it is from now on (on the CPU once CUDA ran out of memory).
+    case_options = RunOptions.build(options, device="auto")
     if output_dir.exists() and not output_dir.is_dir():
         raise InputFileError(f"output folder {output_dir} exists and is not a folder")
     output_dir.mkdir(parents=True, exist_ok=True)
 
     rows: list[dict[str, Any]] = []
-    total = len(positions)
     try:
         for number, position in enumerate(positions):
             case = all_cases[position]
-            label = f"case {number + 1}/{total} {case.name}"
-
-            def case_progress(fraction: float, message: str, _done: int = number, _label: str = label) -> None:
-                if progress is not None:
-                    progress((_done + fraction) / total, f"{_label}: {message}")
-
-            if cancel is not None and cancel():
-                raise SegmentationCancelledError("batch cancelled; finished cases keep their outputs")
-            outputs = case_outputs(case.name, output_dir, mask_format=mask_format, probability=probability,
-                                   overlay=overlay)
+            case_progress = _case_progress(progress, number, len(positions), case.name)
+            _check_cancel_between_cases(cancel)
+            outputs = case_outputs(case.name, output_dir, mask_format=mask_format,
+                                   probability_map=options.probability_map, overlay=overlay)
             if position in duplicates:
                 row = _other_row(case, ERROR, duplicates[position])
             else:
-                row = _run_case(case, outputs, prepared, overwrite=overwrite, batch_size=batch_size,
-                                postprocess=postprocess, intensity=intensity, strict=strict, progress=case_progress,
-                                cancel=cancel, compile=compile)
+                row = _run_case(case, outputs, prepared, case_options, overwrite=overwrite, progress=case_progress,
+                                cancel=cancel)
             if row["status"] == ERROR:
                 logger.error("%s: %s", case.name, row["message"])
             elif row["status"] == SKIPPED:
@@ -304,19 +299,33 @@ def segment_files(
     return rows
 
 
+def _check_cancel_between_cases(cancel: CancelCheck | None) -> None:
+    """Between cases: SegmentationCancelledError when ``cancel()`` says so."""
+    if cancel is not None and cancel():
+        raise SegmentationCancelledError("batch cancelled; finished cases keep their outputs")
+
+
+def _case_progress(progress: ProgressCallback | None, number: int, total: int,
+                   name: str) -> Callable[[float, str], None]:
+    """Case ``number``'s own 0-1 progress, reported as its share of the whole batch."""
+    label = f"case {number + 1}/{total} {name}"
+
+    def case_progress(fraction: float, message: str) -> None:
+        if progress is not None:
+            progress((number + fraction) / total, f"{label}: {message}")
+
+    return case_progress
+
+
 def _run_case(
     case: InputCase,
     outputs: dict[str, Path],
     prepared: PreparedModel,
+    options: RunOptions,
     *,
     overwrite: bool,
-    batch_size: int | None,
-    postprocess: bool,
-    intensity: IntensityPreset | str | None,
-    strict: bool,
     progress: Callable[[float, str], None],
     cancel: CancelCheck | None,
-    compile: bool = False,
 ) -> dict[str, Any]:
     """Segment one case and write its outputs; the row says how it went (cancellation propagates)."""
     existing = [path.name for path in outputs.values() if path.exists()]
@@ -331,9 +340,7 @@ def _run_case(
     try:
         progress(0.0, "reading")
         image = read_case(case)
-        result = segment_image(image, model=prepared, batch_size=batch_size, postprocess=postprocess,
-                               progress=progress, cancel=cancel, intensity=intensity, strict=strict,
-                               probability="probability" in outputs, compile=compile)
+        result = segment_image(image, options=options, model=prepared, progress=progress, cancel=cancel)
         progress(1.0, "writing")
         write_case_outputs(image, result, to_write, case.name)
     except SegmentationCancelledError:

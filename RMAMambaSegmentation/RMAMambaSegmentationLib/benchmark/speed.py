@@ -16,8 +16,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from RMAMambaSegmentationLib.network.rma_mamba import VARIANTS, build_model
+from RMAMambaSegmentationLib.network.build import build_model
 from RMAMambaSegmentationLib.network.srma_mamba import DEFAULT_WINDOW, gflop_per_window
+from RMAMambaSegmentationLib.network.variants import VARIANTS
 from RMAMambaSegmentationLib.runtime.compiled import compile_available, compiled_forward
 from RMAMambaSegmentationLib.runtime.heap_reuse import reuse_freed_memory
 

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     volume_rows = []
     if args.volume:
         from RMAMambaSegmentationLib.benchmark.volume import run_volume_benchmark
-        from RMAMambaSegmentationLib.network.rma_mamba import VARIANTS
+        from RMAMambaSegmentationLib.network.variants import VARIANTS
 
         print("timing segment_image end to end ...", file=sys.stderr)
         floor_ms = 1e3 * VARIANTS["T"].gflop_per_slice / gflops  # the default weights are RMA-Mamba-T

@@ -144,14 +144,17 @@ def _model_name(text: str) -> str:
     return normalise_variant(text)
 
 
-def _chosen_model(args: argparse.Namespace):
-    """A PreparedModel when ``--model``/``--window-size``/``--overlap`` were given, else None (segment_files loads)."""
-    if getattr(args, "model", None) is None and args.window_size is None and args.overlap is None:
-        return None
-    from RMAMambaSegmentationLib.weights.prepared_model import prepare_chosen_model
+def options_from_args(args: argparse.Namespace):
+    """The run's :class:`~RMAMambaSegmentationLib.inference.options.RunOptions` from the command line (ValueError
+    for contradictory intensity arguments)."""
+    from RMAMambaSegmentationLib.inference.options import RunOptions
 
-    return prepare_chosen_model(model_name=args.model, weights=args.weights, device=args.device,
-                                window_size=args.window_size, overlap=args.overlap)
+    return RunOptions(
+        weights=args.weights, device=args.device, variant=args.model,
+        intensity=intensity_from_args(args), postprocess=args.postprocess, probability_map=args.probability,
+        batch_size=args.batch_size, window_size=None if args.window_size is None else tuple(args.window_size),
+        overlap=args.overlap, strict=args.strict, compile=args.compile,
+    ).checked()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -160,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     from RMAMambaSegmentationLib.errors import RMAMambaError, SegmentationCancelledError
 
     try:
-        intensity = intensity_from_args(args)
+        options = options_from_args(args)
     except ValueError as error:
         logger.error("%s", error)
         return 2
@@ -170,14 +173,8 @@ def run(args: argparse.Namespace) -> int:
     for handler in handlers if bar_filter is not None else []:
         handler.addFilter(bar_filter)
     try:
-        model = _chosen_model(args)
-        rows = segment_files(
-            args.inputs, args.output, weights=args.weights, model=model, device=args.device,
-            batch_size=args.batch_size, postprocess=args.postprocess, intensity=intensity, strict=args.strict,
-            probability=args.probability,
-            mask_format=args.mask_format, overlay=args.overlay, overwrite=args.overwrite, shard=args.shard,
-            progress=bar, compile=args.compile,
-        )
+        rows = segment_files(args.inputs, args.output, options=options, mask_format=args.mask_format,
+                             overlay=args.overlay, overwrite=args.overwrite, shard=args.shard, progress=bar)
     except KeyboardInterrupt:
         logger.error("interrupted; finished cases keep their outputs")
         return 130

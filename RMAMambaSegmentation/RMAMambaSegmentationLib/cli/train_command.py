@@ -116,6 +116,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     optim.add_argument("--keep-every", type=int, default=0, metavar="N", help="also keep epoch_NNNN.pt every N")
     optim.add_argument("--resume", action="store_true", help="continue from OUTPUT/training_state.pt")
     optim.add_argument("--resume-from", metavar="STATE", help="continue from this training_state.pt (or its folder)")
+    optim.add_argument("--teacher", action="append", metavar="PATH",
+                       help="distil from this trained 2D model (repeat for an ensemble; its intensity preset must be "
+                            "the student's): a weights file, or a --folds output folder (with --folds, fold k learns "
+                            "from that folder's fold k model, which never saw fold k's cases; without, from all of "
+                            "its fold models)")
+    optim.add_argument("--kd-weight", type=float, default=1.0, help="weight of the distillation term (default 1)")
+    optim.add_argument("--kd-temperature", type=float, default=2.0, help="distillation temperature (default 2)")
+    optim.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                       help="validate and save an exponential moving average of the weights with this decay per "
+                            "step (e.g. 0.999; default 0: the raw weights)")
+    optim.add_argument("--overwrite", action="store_true",
+                       help="start afresh in an output folder that holds an earlier run (its files are replaced)")
+    optim.add_argument("--folds", type=int, default=None, metavar="K",
+                       help="subject-level cross-validation: train K models (case i held out in fold i mod K, "
+                            "training and validation cases together), segment each held-out case with its fold's "
+                            "final weights and write OUT/crossval.csv (Dice, HD95, volume error, verdict per case)")
     optim.add_argument("--no-progress", dest="show_progress", action="store_false", help="no progress bar")
 
     aug = parser.add_argument_group("augmentation")
@@ -211,7 +227,62 @@ def config_from_args(args: argparse.Namespace):
         augmentation=augmentation,
         seed=args.seed, device=args.device, amp=args.amp, workers=args.workers, pretrained=args.pretrained,
         init_weights=args.init_weights, keep_every=args.keep_every, licence=args.licence,
+        teachers=tuple(teacher_files(args.teacher or [])), kd_weight=args.kd_weight,
+        kd_temperature=args.kd_temperature, ema=args.ema,
     )
+
+
+def teacher_files(paths: list[str], fold: int | None = None) -> list[str]:
+    """Weights files of ``--teacher`` paths: a file as it is; a ``--folds`` output folder as its fold ``fold``
+    model, or all of its fold models when ``fold`` is None."""
+    from pathlib import Path
+
+    from RMAMambaSegmentationLib.errors import InputFileError
+
+    files: list[str] = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(path.glob("fold_*/last.pt")) if fold is None else [path / f"fold_{fold}" / "last.pt"]
+            if not found or not all(f.is_file() for f in found):
+                raise InputFileError(f"teacher folder {path} holds no fold model "
+                                     f"{'fold_*/last.pt' if fold is None else f'fold_{fold}/last.pt'}")
+            files.extend(str(f) for f in found)
+        elif path.is_file():
+            files.append(str(path))
+        else:
+            raise InputFileError(f"teacher weights {path} not found")
+    return files
+
+
+#: Files whose presence marks an output folder as holding an earlier run.
+RUN_FILES = ("last.pt", "best.pt", "training_state.pt", "log.csv", "config.json", "fold_1")
+
+
+def earlier_run(output: str) -> str | None:
+    """The first file of an earlier run in ``output`` (None for a new or empty folder)."""
+    from pathlib import Path
+
+    for name in RUN_FILES:
+        if (Path(output) / name).exists():
+            return name
+    return None
+
+
+def remove_earlier_run(output: str) -> None:
+    """Delete the files an earlier run wrote into ``output`` (weights, cards, state, log, config; fold folders)."""
+    import shutil
+    from pathlib import Path
+
+    folder = Path(output)
+    patterns = ("last.pt*", "best.pt*", "epoch_*.pt*", "training_state.pt", "log.csv", "config.json", "crossval.csv",
+                "evaluation.csv")
+    for pattern in patterns:
+        for path in folder.glob(pattern):
+            path.unlink()
+    for pattern in ("fold_*", "out_of_fold", "references"):
+        for path in folder.glob(pattern):
+            shutil.rmtree(path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -219,6 +290,13 @@ def run(args: argparse.Namespace) -> int:
     from RMAMambaSegmentationLib.training.layouts import find_training_data
     from RMAMambaSegmentationLib.training.run import run_training
 
+    found = earlier_run(args.output)
+    if found and not (args.resume or args.resume_from or args.overwrite):
+        logger.error("%s already holds a training run (%s): add --resume to continue it or --overwrite to start "
+                     "afresh", args.output, found)
+        return 2
+    if found and args.overwrite and not (args.resume or args.resume_from):
+        remove_earlier_run(args.output)
     if args.threads:
         import torch
 
@@ -229,9 +307,18 @@ def run(args: argparse.Namespace) -> int:
             args.data, images=args.images, masks=args.masks, layout=args.layout, split_file=args.split,
             valid_fraction=args.valid_fraction, seed=args.seed,
         )
+        progress = ProgressBar() if args.show_progress else None
+        if args.folds is not None:
+            from RMAMambaSegmentationLib.cli.crossval import run_crossval
+
+            teachers = None
+            if args.teacher:
+                teachers = [teacher_files(args.teacher, fold) for fold in range(1, args.folds + 1)]
+            run_crossval(config, data, args.output, folds=args.folds, resume=args.resume, progress=progress,
+                         segment_options=["--device", args.device], fold_teachers=teachers)
+            return 0
         resume = args.resume_from if args.resume_from else ("" if args.resume else None)
-        result = run_training(config, data, args.output, resume=resume,
-                              progress=ProgressBar() if args.show_progress else None)
+        result = run_training(config, data, args.output, resume=resume, progress=progress)
     except (RMAMambaError, ValueError) as error:
         logger.error("%s", error)
         return 2

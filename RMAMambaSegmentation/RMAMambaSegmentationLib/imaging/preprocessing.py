@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from RMAMambaSegmentationLib.weights.model_card import NETWORK_INPUT_SIZE  # defined beside the card (torch-free)
+from RMAMambaSegmentationLib.registry import NETWORK_INPUT_SIZE  # the 2D members' slice size (torch-free registry)
 
 
 def resize_slices(

@@ -1,8 +1,11 @@
-"""The options of one segmentation run, as one object: from the panel, through the worker process, to
-:func:`~RMAMambaSegmentationLib.inference.pipeline.segment_array`.
+"""The options of one segmentation run, as one object: from the panel, the command line and the batch, through the
+worker process, to :func:`~RMAMambaSegmentationLib.inference.pipeline.segment_array`.
 
-Torch-free and JSON-friendly (:meth:`RunOptions.to_dict` / :meth:`RunOptions.from_dict`), so the panel can build one
-without importing PyTorch and the worker can receive it on a pipe.
+:meth:`RunOptions.build` is the one place where keywords become options (older keyword spellings such as
+``probability`` or ``probabilityMap`` included, see :data:`KEYWORD_ALIASES`); :meth:`RunOptions.checked` is the one
+place where they are checked and normalised. Torch-free and JSON-friendly (:meth:`RunOptions.to_dict` /
+:meth:`RunOptions.from_dict`), so the panel can build one without importing PyTorch and the worker can receive it
+on a pipe.
 """
 
 from __future__ import annotations
@@ -13,6 +16,11 @@ from typing import Any
 
 from RMAMambaSegmentationLib import registry
 from RMAMambaSegmentationLib.imaging.intensity import IntensityPreset
+from RMAMambaSegmentationLib.runtime.devices import device_from_choice
+
+#: Public keyword spellings kept for callers (``segment_image(probability=...)``, ``SegmentationLogic.segment(
+#: probabilityMap=..., batchSize=...)``, ``segment_files(probability=...)``) -> the option's one name.
+KEYWORD_ALIASES = {"probability": "probability_map", "probabilityMap": "probability_map", "batchSize": "batch_size"}
 
 
 @dataclass(frozen=True)
@@ -21,8 +29,10 @@ class RunOptions:
 
     Attributes:
         weights: checkpoint file; None = the default weights installed with the extension.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` (``"gpu"`` is accepted and normalised by the caller).
-        variant: ``"T"``/``"S"`` to check the weights' variant; None accepts either.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``; panel labels ("CPU", "CUDA GPU", the old
+            "GPU") are normalised by :meth:`checked`.
+        variant: registry model ("T", "S", "SRMA", "UNET"): the weights must hold it, and without ``weights`` the
+            weights shipped for it are used; None accepts any.
         intensity: preset name ("MRI", "MRI-tissue", "CT") or object; None = the weights' model card, else MRI.
         postprocess: keep the largest 3D component and fill holes.
         probability_map: also return the whole-volume liver probability (float32; costs 4 bytes per voxel).
@@ -57,15 +67,26 @@ class RunOptions:
 
     @classmethod
     def build(cls, options: RunOptions | None = None, **keywords: Any) -> RunOptions:
-        """``options`` with ``keywords`` (field names) applied; TypeError names an unknown keyword."""
-        unknown = sorted(set(keywords) - set(cls.names()))
+        """``options`` (default: ``RunOptions()``) with ``keywords`` applied on top.
+
+        Keywords are field names or their :data:`KEYWORD_ALIASES`; TypeError names an unknown keyword, or an option
+        given twice under two spellings.
+        """
+        values: dict[str, Any] = {}
+        for key, value in keywords.items():
+            name = KEYWORD_ALIASES.get(key, key)
+            if name in values:
+                raise TypeError(f"run option {name} given twice (as {key} and under another spelling)")
+            values[name] = value
+        unknown = sorted(set(values) - set(cls.names()))
         if unknown:
             raise TypeError(f"unknown run option(s) {', '.join(unknown)}: use {', '.join(cls.names())}")
         base = options if options is not None else cls()
-        return replace(base, **keywords) if keywords else base
+        return replace(base, **values) if values else base
 
     def checked(self) -> RunOptions:
-        """The same options with ``variant`` upper-cased, after checking every value (ValueError names the bad one).
+        """The same options normalised (``variant`` upper-cased, ``device`` a device name, numbers and flags of
+        their types), after checking every value (ValueError names the bad one).
 
         Nothing is read from disk: a missing weights file is the caller's check.
         """
@@ -86,7 +107,8 @@ class RunOptions:
         overlap = None if self.overlap is None else float(self.overlap)
         if overlap is not None and not 0.0 <= overlap < 1.0:
             raise ValueError(f"overlap must lie in [0, 1), got {self.overlap}")
-        return replace(self, variant=variant, batch_size=batch, postprocess=bool(self.postprocess),
+        device = device_from_choice(None if self.device is None else str(self.device))
+        return replace(self, variant=variant, device=device, batch_size=batch, postprocess=bool(self.postprocess),
                        probability_map=bool(self.probability_map), window_size=window, overlap=overlap,
                        strict=bool(self.strict), compile=bool(self.compile))
 

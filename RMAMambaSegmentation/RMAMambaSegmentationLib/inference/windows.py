@@ -7,10 +7,11 @@ transposed, so the closest image axes are used and nothing is resampled (native 
 
 Steps: reorient -> z-score over the non-zero voxels (zeros stay 0) -> zero padding where the volume is smaller than
 the window -> windows (default 224 x 224 x 64, 25 % overlap) one at a time on the CPU, ``batch`` at a time on CUDA
--> logits blended with separable Gaussian weights into one float32 sum -> sigmoid -> threshold -> optional
-post-processing -> back to the input's (k, j, i) order. Progress is reported per window; ``cancel`` is checked
-between windows. When CUDA runs out of memory the windows per pass are halved, then the run continues on the CPU
-(a warning says so). On the CPU, freed memory is kept for reuse while the windows run (:mod:`.heap_reuse`).
+-> logits blended with separable Gaussian weights into one float32 sum -> sigmoid -> threshold, handed as a
+:class:`~.result.RawPrediction` to the shared ending (post-processing, quality verdict, back to the input's (k, j, i)
+order). Progress is reported per window; ``cancel`` is checked between windows. When CUDA runs out of memory the
+windows per pass are halved, then the run continues on the CPU (a warning says so). On the CPU, freed memory is kept
+for reuse while the windows run (:mod:`.heap_reuse`).
 """
 
 from __future__ import annotations
@@ -18,18 +19,25 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from RMAMambaSegmentationLib.callbacks import CancelCheck, ProgressCallback
-from RMAMambaSegmentationLib.errors import RMAMambaError, SegmentationCancelledError
+from RMAMambaSegmentationLib.errors import RMAMambaError
 from RMAMambaSegmentationLib.imaging.intensity import WINDOW, IntensityPreset
 from RMAMambaSegmentationLib.imaging.orientation import AxialReorientation
-from RMAMambaSegmentationLib.imaging.postprocessing import postprocess_mask
-from RMAMambaSegmentationLib.inference.quality import assess, uncertain_voxels
+from RMAMambaSegmentationLib.inference.options import RunOptions
+from RMAMambaSegmentationLib.inference.quality import uncertain_voxels
+from RMAMambaSegmentationLib.inference.result import RawPrediction
+from RMAMambaSegmentationLib.inference.run_control import (
+    INFERENCE_SHARE,
+    check_cancel,
+    device_label,
+    recover_from_oom,
+    report,
+)
 from RMAMambaSegmentationLib.registry import ModelEntry
 from RMAMambaSegmentationLib.runtime.devices import is_out_of_memory
 from RMAMambaSegmentationLib.runtime.heap_reuse import reuse_freed_memory
@@ -43,8 +51,6 @@ SIGMA_SCALE = 0.125
 MIN_WEIGHT = 1e-3
 #: Windows per forward pass on CUDA when the caller does not say (CPU: always 1).
 DEFAULT_CUDA_WINDOWS = 2
-#: Share of the progress bar spent in the network.
-_INFERENCE_SHARE = 0.9
 #: The z-score window recorded as intensity bounds (for overlays and summaries): mean -/+ this many std.
 DISPLAY_STDS = 2.0
 
@@ -138,8 +144,7 @@ def predict_logits(
     batch = max(1, int(batch)) if device.type == "cuda" else 1
     done = 0
     while done < len(corners):
-        if cancel is not None and cancel():
-            raise SegmentationCancelledError("segmentation cancelled; nothing was produced")
+        check_cancel(cancel)
         group = corners[done:done + batch]
         crops = [padded[a:a + window[0], b:b + window[1], c:c + window[2]] for a, b, c in group]
         try:
@@ -156,7 +161,7 @@ def predict_logits(
             blended[a:a + window[0], b:b + window[1], c:c + window[2]] += logits[index]
         done += len(group)
         if progress is not None:
-            progress(_INFERENCE_SHARE * done / len(corners), f"windows {done}/{len(corners)}")
+            progress(INFERENCE_SHARE * done / len(corners), f"windows {done}/{len(corners)}")
     blended /= totals[0][:, None, None]
     blended /= totals[1][None, :, None]
     blended /= totals[2][None, None, :]
@@ -164,40 +169,32 @@ def predict_logits(
     return blended[inner]
 
 
-def segment_array_windows(
+def predict_windows(
     array: np.ndarray,
-    *,
-    spacing: Sequence[float],
-    direction: Sequence[float] | np.ndarray,
+    reorientation: AxialReorientation,
     prepared: PreparedModel,
     entry: ModelEntry,
-    batch_size: int | None = None,
-    postprocess: bool = True,
+    options: RunOptions,
+    *,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
-    started: float | None = None,
-    probability_map: bool = True,
-):
-    """Segment a validated (k, j, i) array with a 3D-window model; returns ``inference.ArraySegmentation``
-    (its ``probability`` is None unless ``probability_map``)."""
-    from RMAMambaSegmentationLib.inference import pipeline as inference
-
-    started = time.perf_counter() if started is None else started
-    reorientation = AxialReorientation.from_direction(direction)
+) -> RawPrediction:
+    """Run a 3D-window model (``entry``: window, overlap, output, threshold) over the validated ``(k, j, i)``
+    array; ``options``: windows per pass on CUDA, whether to keep the probability."""
+    if options.intensity is not None:
+        logger.warning("%s z-scores the volume itself: intensity %s is not used", entry.label, options.intensity)
     volume, mean, std = zscore_nonzero(to_network_axes(array, reorientation))
-    if cancel is not None and cancel():
-        raise SegmentationCancelledError("segmentation cancelled; nothing was produced")
-    batch = int(batch_size) if batch_size is not None else DEFAULT_CUDA_WINDOWS
+    check_cancel(cancel)
+    batch = options.batch_size or DEFAULT_CUDA_WINDOWS
     prepared.module.eval()
-    if progress is not None:
-        progress(0.0, f"segmenting a {'x'.join(map(str, volume.shape))} volume in {entry.label} windows "
-                      f"{'x'.join(map(str, entry.window))} on {inference._device_label(prepared.device)}")
+    report(progress, 0.0, f"segmenting a {'x'.join(map(str, volume.shape))} volume in {entry.label} windows "
+                          f"{'x'.join(map(str, entry.window))} on {device_label(prepared.device)}")
     warnings: list[str] = []
 
     def on_out_of_memory(windows: int, error: BaseException) -> tuple[int, torch.device]:
         if prepared.device.type != "cuda":
             raise error
-        windows = inference.recover_from_oom(prepared, windows, warnings, unit="windows", cpu_batch=1)
+        windows = recover_from_oom(prepared, windows, warnings, unit="windows", cpu_batch=1)
         return windows, prepared.device
 
     with torch.inference_mode(), reuse_freed_memory():
@@ -206,43 +203,16 @@ def segment_array_windows(
                                 progress=progress, cancel=cancel, on_out_of_memory=on_out_of_memory)
     del volume
     probability_ijk = torch.sigmoid(torch.from_numpy(logits)).numpy()
-    if progress is not None:
-        progress(_INFERENCE_SHARE, "post-processing" if postprocess else "thresholding")
-    raw_mask_ijk = (probability_ijk > entry.threshold).astype(np.uint8)
-    mask_ijk = raw_mask_ijk
-    if postprocess:  # the 2D path's post-processing, on the same axial stack (slices S, rows P, columns L)
-        mask_ijk = postprocess_mask(raw_mask_ijk.transpose(2, 1, 0)).transpose(2, 1, 0)
-    # The network's axes are (L, P, S): the axial stack is the transpose, and the slice spacing is along S.
-    slice_spacing = float(spacing[2 - reorientation.axes[0]])
-    quality = assess(raw_mask_ijk.transpose(2, 1, 0), uncertain_voxels(probability_ijk).transpose(2, 1, 0),
-                     mask_ijk.transpose(2, 1, 0), slice_spacing_mm=slice_spacing,
-                     voxel_ml=inference.voxel_volume_ml(spacing, direction))
-    del raw_mask_ijk
-    if cancel is not None and cancel():
-        raise SegmentationCancelledError("segmentation cancelled; nothing was produced")
-    mask = np.ascontiguousarray(from_network_axes(mask_ijk, reorientation))
-    probability = np.ascontiguousarray(from_network_axes(probability_ijk, reorientation)) if probability_map else None
+    del logits
+    # The network's axes are (L, P, S): their transpose is the axial stack (slices S, rows P, columns L).
+    mask_stack = (probability_ijk > entry.threshold).astype(np.uint8).transpose(2, 1, 0)
+    uncertain_stack = uncertain_voxels(probability_ijk).transpose(2, 1, 0)
+    probability = None
+    if options.probability_map:
+        probability = np.ascontiguousarray(from_network_axes(probability_ijk, reorientation))
     del probability_ijk
-    volume_ml = float(np.count_nonzero(mask)) * inference.voxel_volume_ml(spacing, direction)
     lo, hi = mean - DISPLAY_STDS * std, mean + DISPLAY_STDS * std
-    if reorientation.is_oblique:
-        warnings.append(f"oblique volume ({reorientation.oblique_deg:.1f} degrees): closest axes used")
-    provenance = inference.Provenance(
-        device=str(prepared.device),
-        batch_size=batch if prepared.device.type == "cuda" else 1,
-        n_slices=int(array.shape[reorientation.axes[0]]),
-        intensity=IntensityPreset("z-score-nonzero", WINDOW, lo, hi),
-        intensity_bounds=(lo, hi),
-        postprocessed=bool(postprocess),
-        threshold=entry.threshold,
-        weights_path=str(prepared.weights_path) if prepared.weights_path is not None else None,
-        weights_sha256=prepared.weights_sha256,
-        variant=prepared.variant,
-        oblique_deg=reorientation.oblique_deg,
-        seconds=time.perf_counter() - started,
-        warnings=warnings,
-        quality=quality,
-    )
-    if progress is not None:
-        progress(1.0, f"done: liver {volume_ml:.1f} mL")
-    return inference.ArraySegmentation(mask, probability, volume_ml, provenance)
+    intensity = IntensityPreset("z-score-nonzero", WINDOW, lo, hi)
+    return RawPrediction(mask_stack, uncertain_stack, probability, intensity=intensity, intensity_bounds=(lo, hi),
+                         threshold=entry.threshold, batch_size=batch if prepared.device.type == "cuda" else 1,
+                         warnings=warnings)

@@ -53,10 +53,10 @@ from RMAMambaSegmentationLib.mrml.segment_writer import (
     prepare_existing_segmentation,
     write_liver_mask,
 )
+from RMAMambaSegmentationLib.mrml.segmentation_run import WRITE_SHARE, SegmentationRun
 from RMAMambaSegmentationLib.mrml.terminology import find_liver_segment_id
 from RMAMambaSegmentationLib.mrml.undo import UndoHook, save_undo_state
 from RMAMambaSegmentationLib.mrml.volume_node import ijk_to_ras, lps_geometry, validate_volume_node, volume_array
-from RMAMambaSegmentationLib.panel.runtime_info import normalize_device
 from RMAMambaSegmentationLib.registry import normalise_variant
 from RMAMambaSegmentationLib.weights import location as weights_location
 from RMAMambaSegmentationLib.weights.cache import ModelCache
@@ -66,8 +66,6 @@ logger = logging.getLogger(__name__)
 
 #: Node reference from the segmentation node to its optional probability volume.
 PROBABILITY_REFERENCE_ROLE = "RMAMambaProbability"
-#: Part of the progress bar left for writing into the scene.
-WRITE_SHARE = 0.05
 
 
 @dataclass
@@ -108,20 +106,6 @@ def _resolve_weights(weights: str | Path | None, variant: str | None = None) -> 
     return path
 
 
-def _options(options: RunOptions | None, *, weights, device, variant, intensity, postprocess, probabilityMap,
-             batchSize) -> RunOptions:
-    """The run's :class:`RunOptions` from the logic's keywords, or ``options`` when given (then the keywords must
-    keep their defaults)."""
-    given = RunOptions(weights=None if weights is None else str(weights), device=device, variant=variant,
-                       intensity=intensity, postprocess=postprocess, probability_map=probabilityMap,
-                       batch_size=batchSize)
-    if options is None:
-        return given
-    if given != RunOptions():
-        raise TypeError("pass the run options either as options=RunOptions(...) or as keywords, not both")
-    return options
-
-
 def _segment_label(variant: str | None) -> str:
     if not variant:
         return "RMA-Mamba"
@@ -158,30 +142,27 @@ class SegmentationLogic:
         self,
         volumeNode,
         *,
-        weights: str | Path | None = None,
-        device: str = "auto",
         segmentationNode=None,
         replace: bool = False,
         progress: ProgressCallback | None = None,
         cancel: CancelCheck | None = None,
-        variant: str | None = None,
-        intensity: str | None = None,
-        postprocess: bool = True,
-        probabilityMap: bool = False,
-        batchSize: int | None = None,
         model: Any = None,
         options: RunOptions | None = None,
+        **optionKeywords: Any,
     ):
         """Segment the liver of ``volumeNode`` in this process and return the ``vtkMRMLSegmentationNode`` holding it.
 
         Args:
             volumeNode: a 3D ``vtkMRMLScalarVolumeNode`` (abdominal MRI or CT) in a scene.
-            weights: RMA-Mamba checkpoint file; None = the default weights installed with the extension.
-            device: ``"auto"`` (GPU when available), ``"cpu"``, ``"cuda"``/``"gpu"``.
             segmentationNode: write into this node instead of a new one (its other segments are kept).
             replace: allow replacing the existing "Liver" segment of ``segmentationNode``.
             progress: ``progress(fraction, message)`` callback.
             cancel: returns True to stop; checked between batches of slices. The scene is then left unchanged.
+            model: a ready ``torch.nn.Module`` (or ``PreparedModel``) to use instead of loading ``weights``.
+            options: all the run options as one :class:`RunOptions`; the option keywords below apply on top of it
+                (:meth:`RunOptions.build`, which also takes their library spellings, e.g. ``probability_map``).
+            weights: RMA-Mamba checkpoint file; None = the default weights installed with the extension.
+            device: ``"auto"`` (GPU when available), ``"cpu"``, ``"cuda"``/``"gpu"``.
             variant: ``"T"``/``"S"``/``"SRMA"``/``"UNET"`` to check the weights' variant (None = accept any);
                 ``"UNET"`` without ``weights`` selects the shipped U-Net baseline weights.
             intensity: ``"MRI"`` or ``"CT"`` (the card's preset for that modality) or ``"MRI-tissue"``; None = the
@@ -189,8 +170,8 @@ class SegmentationLogic:
             postprocess: keep the largest 3D component and fill holes.
             probabilityMap: also add a float volume with the liver probability (0-1).
             batchSize: slices per network call (None = automatic).
-            model: a ready ``torch.nn.Module`` (or ``PreparedModel``) to use instead of loading ``weights``.
-            options: all the run options as one :class:`RunOptions` (then leave the separate option keywords out).
+            Any other :class:`RunOptions` field (``window_size``, ``overlap``, ``strict``, ``compile``) by its name;
+            an unknown keyword is a TypeError.
 
         Returns:
             The segmentation node, with one "Liver" segment (SNOMED CT 10200004) and ``RMAMamba.*`` provenance
@@ -203,8 +184,7 @@ class SegmentationLogic:
             SegmentationCancelledError: ``cancel()`` returned True (nothing was changed).
             SegmentationWriteError: Slicer refused the write (nothing was changed).
         """
-        options = _options(options, weights=weights, device=device, variant=variant, intensity=intensity,
-                           postprocess=postprocess, probabilityMap=probabilityMap, batchSize=batchSize)
+        options = RunOptions.build(options, **optionKeywords)
         job = self.prepare(volumeNode, options=options, segmentationNode=segmentationNode, replace=replace,
                            model=model)
         result = self.compute(job, progress=progress, cancel=cancel)
@@ -217,17 +197,11 @@ class SegmentationLogic:
         self,
         volumeNode,
         *,
-        weights: str | Path | None = None,
-        device: str = "auto",
         segmentationNode=None,
         replace: bool = False,
         progress: ProgressCallback | None = None,
-        variant: str | None = None,
-        intensity: str | None = None,
-        postprocess: bool = True,
-        probabilityMap: bool = False,
-        batchSize: int | None = None,
         options: RunOptions | None = None,
+        **optionKeywords: Any,
     ):
         """Start segmenting ``volumeNode`` in the worker process and return a ``SegmentationRun`` at once.
 
@@ -237,15 +211,16 @@ class SegmentationLogic:
         ``run.poll()`` on the caller's thread. Then: ``run.poll()``, ``run.done``, ``run.cancel()``,
         ``run.finish()`` (writes the result; main thread).
         """
-        from RMAMambaSegmentationLib.mrml.segmentation_run import SegmentationRun
-
+        if "model" in optionKeywords:
+            raise TypeError("a network object (model=...) cannot be sent to the worker process: pass weights=... "
+                            "or use segment()")
         if self._run is not None and not self._run.done:
             raise RuntimeError("a segmentation is already running: cancel it or wait for it to finish")
-        options = _options(options, weights=weights, device=device, variant=variant, intensity=intensity,
-                           postprocess=postprocess, probabilityMap=probabilityMap, batchSize=batchSize)
+        options = RunOptions.build(options, **optionKeywords)
         job = self.prepare(volumeNode, options=options, segmentationNode=segmentationNode, replace=replace,
                            copy=False)
-        self._run = SegmentationRun(self, job, self._ensure_worker(), progress=progress)
+        self._run = SegmentationRun(job, self._ensure_worker(), write=self.apply, on_worker_gone=self._forget_worker,
+                                    progress=progress)
         return self._run
 
     def _ensure_worker(self):
@@ -256,7 +231,7 @@ class SegmentationLogic:
         return self._worker
 
     def _forget_worker(self, worker) -> None:
-        """Called by a run whose worker was killed or stopped: the next run starts a new one."""
+        """A run's worker was killed or stopped: the next run starts a new one."""
         if self._worker is worker:
             self._worker = None
 
@@ -297,13 +272,12 @@ class SegmentationLogic:
         from RMAMambaSegmentationLib.imaging.validation import validate_array
 
         validate_volume_node(volumeNode)
-        options = (options if options is not None else RunOptions()).checked()
+        options = (options if options is not None else RunOptions()).checked()  # device labels normalised too
         if model is None:
             weights_path: Path | None = _resolve_weights(options.weights, options.variant)
         else:
             weights_path = options.weights_path
-        options = RunOptions.build(options, weights=None if weights_path is None else str(weights_path),
-                                   device=normalize_device(options.device))
+        options = RunOptions.build(options, weights=None if weights_path is None else str(weights_path))
         if segmentationNode is not None:
             prepare_existing_segmentation(segmentationNode, volumeNode, replace=replace)
         array = volume_array(volumeNode, copy=copy)

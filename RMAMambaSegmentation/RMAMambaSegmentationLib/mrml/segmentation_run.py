@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,9 @@ from RMAMambaSegmentationLib.errors import RMAMambaError, SegmentationCancelledE
 from RMAMambaSegmentationLib.worker import protocol
 
 logger = logging.getLogger(__name__)
+
+#: Part of the progress bar left for writing into the scene (the worker's progress fills the rest).
+WRITE_SHARE = 0.05
 
 _BUILTIN_ERRORS = {cls.__name__: cls for cls in (ValueError, TypeError, RuntimeError, MemoryError, OSError,
                                                  FileNotFoundError, KeyError)}
@@ -65,12 +69,23 @@ def worker_error(name: str, message: str) -> Exception:
 
 
 class SegmentationRun:
-    """A run in the worker process. Poll it from the main thread; then :meth:`finish` on the main thread."""
+    """A run in the worker process. Poll it from the main thread; then :meth:`finish` on the main thread.
+
+    Args:
+        job: the prepared job (``array``, ``spacing``, ``direction``, ``options``); its voxels go to the worker.
+        worker: the ``WorkerProcess`` that runs it.
+        write: ``write(job, result)`` writes a finished result into the scene and returns the segmentation node.
+        on_worker_gone: ``on_worker_gone(worker)`` is called when the worker was killed or stopped (the owner
+            starts a new one for the next run).
+        progress: ``progress(fraction, message)``, called by :meth:`poll` on the caller's thread.
+    """
 
     _next_id = 0
 
-    def __init__(self, logic, job, worker, *, progress: ProgressCallback | None = None) -> None:
-        self._logic = logic
+    def __init__(self, job, worker, *, write: Callable[[Any, WorkerResult], Any],
+                 on_worker_gone: Callable[[Any], None], progress: ProgressCallback | None = None) -> None:
+        self._write = write
+        self._on_worker_gone = on_worker_gone
         self._job = job
         self._worker = worker
         self._progress = progress
@@ -156,8 +171,6 @@ class SegmentationRun:
         self._pending.extend(events)
 
     def _handle(self, message: dict[str, Any], events: list[ProgressEvent]) -> None:
-        from RMAMambaSegmentationLib.mrml.segmentation_logic import WRITE_SHARE
-
         kind = message.get("type")
         if message.get("id", self._id) != self._id:
             return
@@ -172,7 +185,7 @@ class SegmentationRun:
         elif kind == "exited":
             self._error = self._worker.stopped_error(message.get("returncode"))
             self._done = True
-            self._logic._forget_worker(self._worker)
+            self._on_worker_gone(self._worker)
             self._cleanup()
 
     def cancel(self) -> None:
@@ -184,7 +197,7 @@ class SegmentationRun:
         self._done = True
         self._error = SegmentationCancelledError("segmentation cancelled; the scene was not changed")
         self._worker.kill()
-        self._logic._forget_worker(self._worker)
+        self._on_worker_gone(self._worker)
         self._cleanup()
 
     def wait(self, timeout: float | None = None, interval: float = 0.05) -> bool:
@@ -219,4 +232,4 @@ class SegmentationRun:
         finally:
             self._cleanup()
         result = WorkerResult(mask, probability, float(self._reply["volume_ml"]), self.provenance)
-        return self._logic.apply(self._job, result)
+        return self._write(self._job, result)

@@ -1,4 +1,4 @@
-"""Read an MRML scalar volume node: validation, voxel array, geometry, and the equivalent SimpleITK image.
+"""Read an MRML scalar volume node: validation, voxel array and its geometry in SimpleITK's LPS terms.
 
 MRML works in RAS, SimpleITK in LPS: ``IJKToRAS = diag(-1, -1, 1, 1) @ [[D @ diag(spacing), origin_LPS], [0, 1]]``.
 Arrays are in SimpleITK/MRML order ``(k, j, i)``. Only ``slicer`` core classes, ``vtk`` and ``numpy`` are used, so
@@ -100,34 +100,3 @@ def lps_geometry(matrix_ijk_to_ras: np.ndarray) -> tuple[tuple[float, ...], tupl
     direction_lps = LPS_TO_RAS @ (linear / spacing)
     origin_lps = LPS_TO_RAS @ np.asarray(matrix_ijk_to_ras, dtype=float)[:3, 3]
     return tuple(spacing.tolist()), tuple(origin_lps.tolist()), tuple(direction_lps.ravel().tolist())
-
-
-def ijk_to_ras_from_sitk(image) -> np.ndarray:
-    """The IJK-to-RAS matrix of a 3D SimpleITK image (inverse of :func:`lps_geometry`)."""
-    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
-    matrix = np.eye(4)
-    matrix[:3, :3] = LPS_TO_RAS @ direction @ np.diag(image.GetSpacing())
-    matrix[:3, 3] = LPS_TO_RAS @ np.asarray(image.GetOrigin(), dtype=float)
-    return matrix
-
-
-def sitk_image_from_array(array_kji: np.ndarray, matrix_ijk_to_ras: np.ndarray):
-    """A SimpleITK image holding ``array_kji`` with the geometry of ``matrix_ijk_to_ras``."""
-    import SimpleITK as sitk
-
-    image = sitk.GetImageFromArray(array_kji)
-    spacing, origin, direction = lps_geometry(matrix_ijk_to_ras)
-    image.SetSpacing(spacing)
-    image.SetOrigin(origin)
-    image.SetDirection(direction)
-    return image
-
-
-def volume_node_to_sitk(volume_node):
-    """The volume as a 3D ``SimpleITK.Image`` (LPS geometry, same voxels); validates the node first.
-
-    Raises:
-        InvalidImageError: no node, not a 3D single-component scalar volume, or no voxels.
-    """
-    validate_volume_node(volume_node)
-    return sitk_image_from_array(volume_array(volume_node), ijk_to_ras(volume_node))

@@ -1,1 +1,1 @@
-"""The RMA-Mamba network (T and S): scan operator, SS2D, VSS block, VMamba backbone, RMA decoder."""
+"""The model family: RMA-Mamba-T/-S, SRMA-Mamba (3D) and the U-Net baseline; ``build.build_model`` builds any."""

@@ -2,40 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from RMAMambaSegmentationLib.network.backbone import STAGE_WIDTHS, VMambaEncoder
 from RMAMambaSegmentationLib.network.decoder import DECODER_WIDTH, BasicConv2d, ReverseMambaAttention, upsample_to
 from RMAMambaSegmentationLib.network.ss2d import set_scan_backend
+from RMAMambaSegmentationLib.network.variants import VARIANTS, Variant
 from RMAMambaSegmentationLib.network.vss_block import channel_first_vss_block
-
-
-@dataclass(frozen=True)
-class Variant:
-    """What tells RMA-Mamba-T and -S apart."""
-
-    name: str
-    depths: tuple[int, int, int, int]
-    drop_path_rate: float
-    bridge: bool
-    gflop_per_slice: float  # forward FLOPs of one 256x256 slice (multiply-adds counted as 2)
-
-
-#: Names that select SRMA-Mamba (upper case, without "-" and "_"; as ``registry.SRMA_ALIASES``).
-SRMA_ALIASES = ("SRMA", "SRMAMAMBA")
-#: Names that select the 2D U-Net baseline (as ``registry.UNET_ALIASES``).
-UNET_ALIASES = ("UNET",)
 
 #: Slices per forward pass in CPU inference; larger batches are split (same result, better cache use).
 CPU_EVAL_MICRO_BATCH = 1
-
-VARIANTS = {
-    "T": Variant("T", (2, 2, 5, 2), 0.2, bridge=False, gflop_per_slice=13.2),
-    "S": Variant("S", (2, 2, 15, 2), 0.3, bridge=True, gflop_per_slice=27.4),
-}
 
 
 class RMAMamba(nn.Module):
@@ -99,24 +76,9 @@ def _check_input(x: torch.Tensor) -> None:
         raise ValueError(f"RMA-Mamba expects a (B, 3, H, W) tensor, got shape {tuple(x.shape)}")
 
 
-def build_model(variant: str = "T", *, scan_backend: str = "auto") -> RMAMamba:
-    """Build RMA-Mamba-``variant`` ("T" or "S"; "SRMA" gives the 3D SRMA-Mamba, "UNET" the 2D U-Net baseline)
-    with freshly initialised weights.
-
-    Example::
-
-        model = build_model("T").eval()
-        logits = model(torch.rand(1, 3, 256, 256))   # (1, 1, 256, 256)
-    """
-    key = str(variant).upper().removeprefix("RMAMAMBA_").removeprefix("RMA-MAMBA-")
-    if key.replace("-", "").replace("_", "") in SRMA_ALIASES:
-        from RMAMambaSegmentationLib.network.srma_mamba import build_srma_mamba  # the 3D member of the family
-
-        return build_srma_mamba(scan_backend=scan_backend)
-    if key.replace("-", "").replace("_", "") in UNET_ALIASES:
-        from RMAMambaSegmentationLib.network.unet import build_unet  # the 2D U-Net baseline
-
-        return build_unet()
-    if key not in VARIANTS:
-        raise ValueError(f"unknown RMA-Mamba variant {variant!r}; choose 'T', 'S', 'SRMA' or 'UNET'")
-    return RMAMamba(VARIANTS[key]).set_scan_backend(scan_backend)
+def build_rma_mamba(variant: str = "T", *, scan_backend: str = "auto") -> RMAMamba:
+    """RMA-Mamba-``variant`` ("T" or "S") with freshly initialised weights (any family member:
+    :func:`~RMAMambaSegmentationLib.network.build.build_model`)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown RMA-Mamba variant {variant!r}; choose 'T' or 'S'")
+    return RMAMamba(VARIANTS[variant]).set_scan_backend(scan_backend)

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from RMAMambaSegmentationLib.network.backbone import _init_encoder_module
-from RMAMambaSegmentationLib.network.rma_mamba import Variant
 from RMAMambaSegmentationLib.network.srma_blocks import (
     BasicConv3d,
     GSCBlock,
@@ -26,6 +25,7 @@ from RMAMambaSegmentationLib.network.srma_blocks import (
     upsample3d,
 )
 from RMAMambaSegmentationLib.network.ss2d import set_scan_backend
+from RMAMambaSegmentationLib.network.variants import Variant
 
 STAGE_WIDTHS_3D = (48, 96, 192, 384)
 DECODER_WIDTH_3D = 16

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from RMAMambaSegmentationLib.network.rma_mamba import Variant
+from RMAMambaSegmentationLib.network.variants import Variant
 
 #: Channels per level, finest first.
 UNET_WIDTHS = (12, 24, 48, 96, 192)

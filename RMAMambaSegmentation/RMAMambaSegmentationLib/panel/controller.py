@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from RMAMambaSegmentationLib.inference.options import RunOptions
-from RMAMambaSegmentationLib.panel.runtime_info import describe_device_choice, describe_weights_file, normalize_device
+from RMAMambaSegmentationLib.panel.runtime_info import describe_device_choice, describe_weights_file
+from RMAMambaSegmentationLib.runtime.devices import device_from_choice
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ class PanelController:
         """Start a run in the worker; False (state ``failed``, an error to show) when the inputs are refused."""
         if self.state in (PanelState.RUNNING, PanelState.CANCELLING):
             return False
-        options = RunOptions(weights=weightsPath or None, device=normalize_device(device), variant=variant,
+        options = RunOptions(weights=weightsPath or None, device=device_from_choice(device), variant=variant,
                              intensity=intensity, postprocess=postprocess, probability_map=probabilityMap)
         self.warnings, self.quality, self.outputNode = [], "", None
         try:

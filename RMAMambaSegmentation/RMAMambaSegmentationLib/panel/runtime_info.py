@@ -13,11 +13,19 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from RMAMambaSegmentationLib import registry
 from RMAMambaSegmentationLib.errors import CheckpointError, VariantMismatchError, WeightsNotFoundError
+from RMAMambaSegmentationLib.runtime.devices import device_from_choice
 
 logger = logging.getLogger(__name__)
 
-VARIANT_LABELS = {"T": "RMA-Mamba-T", "S": "RMA-Mamba-S", "SRMA": "SRMA-Mamba", "UNET": "U-Net (baseline)"}
+
+def _label(variant: str | None) -> str:
+    """The registry's label of ``variant`` ("RMA-Mamba-S", ...); the name itself when the registry does not know it."""
+    try:
+        return registry.entry(str(variant)).label
+    except ValueError:
+        return str(variant)
 
 
 @dataclass(frozen=True)
@@ -65,13 +73,6 @@ def describe_device(device: str) -> str:
     return f"GPU {gpu} ({kernels})"
 
 
-def normalize_device(device: str | None) -> str:
-    """A panel label ("auto", "CPU", "CUDA GPU", "Apple GPU", the old "GPU") or a device name -> device name."""
-    from RMAMambaSegmentationLib.runtime.devices import device_from_choice
-
-    return device_from_choice(device)
-
-
 def inspect_weights(path: str | Path | None, expected_variant: str | None = None) -> WeightsStatus:
     """Read a weights file (safely) and say whether it fits ``expected_variant`` ("T"/"S", None = any).
 
@@ -91,7 +92,7 @@ def inspect_weights(path: str | Path | None, expected_variant: str | None = None
         return WeightsStatus(False, f"Unusable weights: {error}", path=str(path) if path else None)
     from RMAMambaSegmentationLib.weights.model_card import read_model_card
 
-    label = VARIANT_LABELS.get(checkpoint.variant, checkpoint.variant)
+    label = _label(checkpoint.variant)
     message = f"{'Default ' if not path else ''}{label} weights (sha256 {checkpoint.sha256[:12]}...)"
     try:
         card = read_model_card(resolved)
@@ -120,7 +121,7 @@ DEVICE_CHOICE_TEXT = {
 
 def describe_device_choice(choice: str | None) -> str:
     """A sentence for the device label from the choice itself (torch-free, so it can follow the combo box at once)."""
-    key = normalize_device(choice)
+    key = device_from_choice(choice)
     return DEVICE_CHOICE_TEXT.get(key, key)
 
 
@@ -173,9 +174,10 @@ def _status_from_card(path: Path, card, expected_variant: str | None, *, default
     if card is None:
         return WeightsStatus(True, f"{prefix}weights {path.name} (no model card: the variant is checked when the "
                                    "run starts)", path=str(path))
-    label = VARIANT_LABELS.get(card.variant, card.variant)
-    if expected_variant is not None and card.variant.upper() != str(expected_variant).upper():
-        expected = VARIANT_LABELS.get(str(expected_variant).upper(), expected_variant)
+    label = _label(card.variant)
+    wanted = registry.normalise_variant(expected_variant) if expected_variant is not None else None
+    if wanted is not None and registry.normalise_variant(card.variant) != wanted:
+        expected = _label(expected_variant)
         return WeightsStatus(False, f"Variant mismatch: the model card of {path.name} says {label}, not {expected}",
                              variant=card.variant, path=str(path))
     message = f"{prefix}{label} weights ({path.name})"

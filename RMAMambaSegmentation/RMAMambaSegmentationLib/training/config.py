@@ -58,6 +58,10 @@ class TrainConfig:
     foreground_p: float = 0.5
     grad_clip: float | None = None  # global gradient-norm clipping (SRMA default 1.0, as the authors)
     recipe: str = ""  # the named recipe (training.recipes) the defaults came from; recorded, not applied here
+    teachers: tuple[str, ...] = ()  # distillation: frozen 2D teacher weights whose mean logits are soft targets
+    kd_weight: float = 1.0  # weight of the distillation term (added to the ground-truth loss)
+    kd_temperature: float = 2.0
+    ema: float = 0.0  # decay of the exponential moving average of the weights that is validated and saved (0: off)
 
     def __post_init__(self) -> None:
         self.variant = normalise_variant(self.variant)
@@ -91,6 +95,11 @@ class TrainConfig:
                              f"{', '.join(SCHEDULES)}, got {self.optimizer!r} and {self.schedule!r}")
         if self.weight_decay < 0 or self.warmup_epochs < 0 or not 0 <= self.min_lr <= self.lr:
             raise ValueError("weight_decay and warmup_epochs must not be negative, min_lr must lie in [0, lr]")
+        self.teachers = tuple(str(path) for path in self.teachers)
+        if self.teachers and self.variant == "SRMA":
+            raise ValueError("distillation (--teacher) is for the 2D models")
+        if self.kd_weight < 0 or self.kd_temperature <= 0 or not 0.0 <= self.ema < 1.0:
+            raise ValueError("kd_weight must not be negative, kd_temperature must be positive, ema must lie in [0, 1)")
         if self.early_stop < 1 or self.lr_patience < 0 or self.workers < 0 or self.keep_every < 0:
             raise ValueError("early_stop must be >= 1; lr_patience, workers and keep_every >= 0")
 
@@ -120,6 +129,7 @@ class TrainConfig:
         data = asdict(self)
         data["input_size"] = list(self.input_size)
         data["crop_size"] = list(self.crop_size)
+        data["teachers"] = list(self.teachers)
         data["intensity"] = self.intensity.to_dict()
         data["augmentation"] = self.augmentation.to_dict()
         return data

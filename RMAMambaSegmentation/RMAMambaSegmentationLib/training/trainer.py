@@ -32,19 +32,28 @@ import torch
 
 from RMAMambaSegmentationLib import __version__
 from RMAMambaSegmentationLib.errors import CheckpointError, RMAMambaError
+from RMAMambaSegmentationLib.network.build import build_model
 from RMAMambaSegmentationLib.network.loss import deep_supervision_loss
-from RMAMambaSegmentationLib.network.rma_mamba import build_model
 from RMAMambaSegmentationLib.training.augmentation import augment_batch
 from RMAMambaSegmentationLib.training.config import TrainConfig
 from RMAMambaSegmentationLib.training.csv_log import CsvLog
+from RMAMambaSegmentationLib.training.distillation import Teacher, distillation_loss
 from RMAMambaSegmentationLib.training.distributed import (
     DistributedContext,
     all_reduce_sum,
     barrier,
     broadcast_flag,
 )
+from RMAMambaSegmentationLib.training.optimisation import (
+    epoch_indices,
+    make_optimizer,
+    make_scheduler,
+    resolve_amp,
+    validation_indices,
+)
 from RMAMambaSegmentationLib.training.slices import SliceSet
 from RMAMambaSegmentationLib.training.state import STATE_NAME, load_training_state, save_training_state
+from RMAMambaSegmentationLib.training.weight_average import WeightAverage
 from RMAMambaSegmentationLib.weights.checkpoints import load_checkpoint, load_vmamba_backbone, save_checkpoint
 from RMAMambaSegmentationLib.weights.model_card import ModelCard, write_model_card
 
@@ -105,82 +114,6 @@ class TrainResult:
     def best_path(self) -> Path:
         return self.output_dir / "best.pt"
 
-    @property
-    def last_path(self) -> Path:
-        return self.output_dir / "last.pt"
-
-
-def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``mode`` on ``device`` (None: full precision).
-
-    On CPU only an explicit ``bf16`` turns autocast on (fast on CPUs with AMX or AVX-512 BF16, slow elsewhere);
-    ``auto`` stays in float32 there and ``fp16`` is refused with a warning.
-    """
-    if device.type != "cuda":
-        if mode == "bf16":
-            return torch.bfloat16
-        if mode == "fp16":
-            logger.warning("float16 autocast is only used on CUDA (use --amp bf16 on CPU); training in float32")
-        return None
-    if mode == "off":
-        return None
-    if mode == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if mode == "bf16" else torch.float16
-
-
-def epoch_indices(n_slices: int, epoch: int, config: TrainConfig, context: DistributedContext) -> torch.Tensor:
-    """This process's training slice indices for ``epoch``: a seeded shuffle (same on every rank), cut or
-    repeated to ``slices_per_epoch``, padded to a multiple of the world size and strided by rank."""
-    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-    wanted = config.slices_per_epoch or n_slices
-    parts = [torch.randperm(n_slices, generator=generator) for _ in range(math.ceil(wanted / n_slices))]
-    order = torch.cat(parts)[:wanted]
-    padded = math.ceil(len(order) / context.world_size) * context.world_size
-    if padded > len(order):
-        order = torch.cat([order, order[: padded - len(order)]])
-    return order[context.rank :: context.world_size]
-
-
-def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam (the paper) or AdamW; with AdamW, biases and normalisation weights (1-D tensors) get no decay."""
-    if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
-    plain = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr)
-
-
-def cosine_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
-    """The learning-rate factor after ``step`` optimizer steps: linear warm-up from 1 % to 1 over
-    ``warmup_steps``, then cosine decay from 1 to ``min_ratio`` at ``total_steps``."""
-    if step < warmup_steps:
-        return 0.01 + 0.99 * step / warmup_steps
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
-    """ReduceLROnPlateau (stepped once per epoch on the validation loss) or a per-step cosine schedule spanning
-    ``epochs`` (``max_steps`` stops a run early without changing its schedule, so that it can be resumed)."""
-    if config.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience
-        )
-    total = config.epochs * steps_per_epoch
-    warmup = round(config.warmup_epochs * steps_per_epoch)
-    ratio = config.min_lr / config.lr
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_factor(step, total, warmup, ratio))
-
-
-def validation_indices(n_slices: int, limit: int | None) -> torch.Tensor:
-    """Every validation slice, or ``limit`` evenly spaced ones."""
-    if limit is None or limit >= n_slices:
-        return torch.arange(n_slices)
-    return torch.linspace(0, n_slices - 1, limit).round().long().unique()
-
 
 class Trainer:
     """Train one model on in-memory slice sets and write checkpoints to ``output_dir``."""
@@ -217,6 +150,8 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.network = DistributedDataParallel(self.model, device_ids=ids)
+        self.teacher = Teacher(config.teachers, self.device, intensity=config.intensity) if config.teachers else None
+        self.average = WeightAverage(self.model, config.ema) if config.ema else None
         self.optimizer = make_optimizer(self.model, config)
         self.scheduler = make_scheduler(self.optimizer, config, self.steps_per_epoch())
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -270,6 +205,10 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        if self.average is not None:
+            if not state.get("weight_average"):
+                raise CheckpointError(f"cannot resume {path} with a weight average: it was trained without one")
+            self.average.load_state_dict(state["weight_average"])
         self.epoch = int(state["epoch"])
         self.global_step = int(state["global_step"])
         self.best_dice = float(state["best_dice"])
@@ -302,7 +241,11 @@ class Trainer:
             images, targets = self._training_batch(batch, batch_rng)
             with self._autocast():
                 outputs = self.network(images)
-            loss = self._training_loss([o.float() for o in outputs], targets)
+            outputs = [o.float() for o in outputs]
+            loss = self._training_loss(outputs, targets)
+            if self.teacher is not None:
+                soft = self.teacher.logits(images)
+                loss = loss + config.kd_weight * distillation_loss(outputs, soft, config.kd_temperature)
             if not torch.isfinite(loss):
                 raise RMAMambaError(f"the training loss became {loss.item()} at epoch {epoch}, step {step}: "
                                     "lower the learning rate or turn mixed precision off (--amp off)")
@@ -315,6 +258,8 @@ class Trainer:
             self.scaler.update()
             if self.per_step_schedule:
                 self.scheduler.step()
+            if self.average is not None:
+                self.average.update(self.model)
             self.global_step += 1
             steps += 1
             value = float(loss.detach())
@@ -431,6 +376,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "weight_average": self.average.state_dict() if self.average is not None else {},
             "epoch": epoch,
             "global_step": self.global_step,
             "best_dice": self.best_dice,
@@ -459,7 +405,8 @@ class Trainer:
             epoch = self.epoch + 1
             started = time.perf_counter()
             train_loss, steps = self.train_epoch(epoch)
-            scores = self.validate()
+            with self._averaged_weights():
+                scores = self.validate()
             if not self.per_step_schedule:
                 self.scheduler.step(scores["valid_loss"])
             selected = scores[config.selection_metric]
@@ -490,12 +437,17 @@ class Trainer:
         return TrainResult(self.output_dir, self.epoch, self.best_epoch, self.best_dice, self.global_step, stopped,
                            history)
 
+    def _averaged_weights(self):
+        """The weight average in the model while validating and saving (a no-op without ``ema``)."""
+        return self.average.applied(self.model) if self.average is not None else contextlib.nullcontext()
+
     def _end_of_epoch(self, result: EpochResult, scores: ValidationScores) -> None:
-        card = self.model_card(result.epoch, scores)
-        self._save_weights("last", card)
-        if result.is_best:
-            self._save_weights("best", card)
-        if self.config.keep_every and result.epoch % self.config.keep_every == 0:
-            self._save_weights(f"epoch_{result.epoch:04d}", card)
+        with self._averaged_weights():  # the weights files hold the average, the training state the raw weights
+            card = self.model_card(result.epoch, scores)
+            self._save_weights("last", card)
+            if result.is_best:
+                self._save_weights("best", card)
+            if self.config.keep_every and result.epoch % self.config.keep_every == 0:
+                self._save_weights(f"epoch_{result.epoch:04d}", card)
         self.save_state(result.epoch)
         self.log.append(vars(result))

@@ -24,8 +24,10 @@ import torch
 from torch import nn
 
 from RMAMambaSegmentationLib.errors import CheckpointError, VariantMismatchError, WeightsNotFoundError
-from RMAMambaSegmentationLib.network.rma_mamba import RMAMamba, build_model
-from RMAMambaSegmentationLib.registry import SRMA, UNET, normalise_variant
+from RMAMambaSegmentationLib.network.build import build_model
+from RMAMambaSegmentationLib.network.rma_mamba import RMAMamba
+from RMAMambaSegmentationLib.network.unet import is_unet_state_dict
+from RMAMambaSegmentationLib.registry import SRMA, UNET, entry, normalise_variant
 from RMAMambaSegmentationLib.weights.atomic_save import save_atomically
 from RMAMambaSegmentationLib.weights.file_sniffing import explain_load_failure, refuse_non_checkpoint
 from RMAMambaSegmentationLib.weights.location import bundled_weights_path
@@ -116,11 +118,13 @@ def unwrap_state_dict(content: Any, source: str = "checkpoint") -> tuple[dict[st
 
 
 def model_label(variant: str) -> str:
-    """The family member's display name: "RMA-Mamba-T", "RMA-Mamba-S", "SRMA-Mamba (3D)" or "U-Net (2D baseline)"."""
-    variant = normalise_variant(variant)
-    if variant == UNET:
-        return "U-Net (2D baseline)"
-    return "SRMA-Mamba (3D)" if variant == SRMA else f"RMA-Mamba-{variant}"
+    """The registry label of ``variant``, "(3D)" added for the volumetric member so that a 2D/3D mix-up reads
+    plainly: "RMA-Mamba-T", "RMA-Mamba-S", "SRMA-Mamba (3D)", "U-Net (2D baseline)" (unknown names unchanged)."""
+    try:
+        found = entry(variant)
+    except ValueError:
+        return str(variant)
+    return f"{found.label} (3D)" if found.is_volumetric else found.label
 
 
 def is_srma_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:
@@ -133,8 +137,6 @@ def is_srma_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:
 def detect_variant(state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> str:
     """"T", "S" (2D RMA-Mamba), "SRMA" (3D SRMA-Mamba) or "UNET" (2D U-Net baseline) from the keys;
     CheckpointError for anything else."""
-    from RMAMambaSegmentationLib.network.unet import is_unet_state_dict
-
     keys = set(state_dict)
     if is_srma_state_dict(state_dict):
         return SRMA
@@ -208,7 +210,7 @@ def load_model(
     variant: str | None = None,
     device: str | torch.device = "cpu",
     scan_backend: str = "auto",
-) -> RMAMamba:
+) -> nn.Module:
     """Build the checkpoint's variant, load its weights strictly, move it to ``device``, return it in eval mode."""
     checkpoint = load_checkpoint(path, variant=variant)
     model = build_model(checkpoint.variant, scan_backend=scan_backend)

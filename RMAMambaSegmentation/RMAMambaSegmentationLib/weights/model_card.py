@@ -15,13 +15,11 @@ from typing import Any
 from RMAMambaSegmentationLib.errors import CheckpointError
 from RMAMambaSegmentationLib.imaging.intensity import IntensityPreset
 from RMAMambaSegmentationLib.imaging.orientation import ORIENTATION_CONVENTION
+from RMAMambaSegmentationLib.registry import NETWORK_INPUT_SIZE
 
 logger = logging.getLogger(__name__)
 
 CARD_FORMAT = "rmamamba-model-card/1"
-#: The network's input size (rows, columns) in the official training (this module is torch-free, so the panel can
-#: read a card without importing PyTorch; ``volume.preprocessing`` takes the constant from here).
-NETWORK_INPUT_SIZE = (256, 256)
 #: Allowed ``context_slices``: 0, the slice repeated in the three input channels (the paper); 1, channels
 #: (previous slice, slice, next slice) in the axial stack (2.5D; the volume's end slices stand in for missing ones).
 CONTEXT_SLICES = (0, 1)

@@ -23,9 +23,6 @@ class PreparedModel:
     weights_path: Path | None = None
     weights_sha256: str | None = None
     card: ModelCard | None = None
-    #: Sliding-window overrides for 3D models (None: the registry entry's / model card's window and overlap).
-    window_size: tuple[int, int, int] | None = None
-    overlap: float | None = None
 
     @property
     def variant(self) -> str | None:
@@ -101,10 +98,8 @@ def prepare_chosen_model(
     model_name: str | None = None,
     weights: str | Path | None = None,
     device: str | torch.device | None = "auto",
-    window_size: tuple[int, int, int] | None = None,
-    overlap: float | None = None,
 ) -> PreparedModel:
-    """The model a user chose by name ("T", "S", "SRMA", "UNET") and/or weights file, with sliding-window overrides.
+    """The model a user chose by name ("T", "S", "SRMA", "UNET") and/or weights file.
 
     Without weights, the weights the project ships for that model are used (the U-Net baseline's for "UNET", the
     default RMA-Mamba-T weights otherwise).
@@ -123,12 +118,4 @@ def prepare_chosen_model(
     weights_path = Path(weights) if weights is not None else Path(default_weights_path(model_name))
     target = resolve_device(device)
     module = load_model(weights_path, variant=entry.key if entry is not None else None, device=str(target))
-    prepared = _wrap_module(module, weights_path, target)
-    if window_size is not None or overlap is not None:
-        chosen = registry.entry_for(prepared.variant, prepared.card)
-        if not chosen.is_volumetric:
-            raise ValueError(f"{chosen.label} segments 2D slices: --window-size/--overlap are for 3D models (SRMA)")
-        chosen.with_overrides(window_size, overlap)  # validates
-        prepared.window_size = tuple(window_size) if window_size is not None else None
-        prepared.overlap = overlap
-    return prepared
+    return _wrap_module(module, weights_path, target)

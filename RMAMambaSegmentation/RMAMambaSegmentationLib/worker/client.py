@@ -113,13 +113,6 @@ class WorkerProcess:
             except queue.Empty:
                 return found
 
-    def next_message(self, timeout: float) -> dict[str, Any] | None:
-        """The next reply, waiting up to ``timeout`` seconds (scripts and tests); None when none came."""
-        try:
-            return self._replies.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
     def kill(self) -> None:
         """Stop the worker at once (cancel, crash clean-up); does not wait."""
         if self.alive:

@@ -1,13 +1,16 @@
 """Developer tool: draw the extension/module icon and the screenshots in ``Resources/`` (numpy + zlib only).
 
-Run from the repository root: ``python Resources/make_images.py``. The screenshots show *reference* liver masks
-(CHAOS expert annotation for the MR, TotalSegmentator's label for the CT) rendered the way the module's overlay
-looks; they are not RMA-Mamba predictions. The data is read from ``../shared`` beside the repository; the product
-itself never reads it.
+Run from the repository root: ``python Resources/make_images.py``. The "screenshots" are rendered PNG overlays
+(the library's quick-look overlay of a mid-liver axial slice), not screenshots of Slicer. The two drawn here show
+*reference* liver masks (CHAOS expert annotation for the MR, TotalSegmentator's label for the CT), not RMA-Mamba
+predictions; ``example_segmentation.png`` is the overlay ``rmamamba segment`` writes for the bundled example with
+the default weights. The data is read from ``../shared`` beside the repository (or ``$RMAMAMBA_SHARED``); the
+product itself never reads it.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 import sys
 import zlib
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = Path(os.environ.get("RMAMAMBA_SHARED") or ROOT.parent / "shared")
 BACKGROUND_RGB = (31, 45, 61)
 SNAKE_RGB = (111, 211, 199)
 

@@ -171,7 +171,7 @@ def test_the_shipped_default_weights_are_found() -> None:
 
 def test_missing_default_weights_are_a_clear_error(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(weights_location, "MODELS_DIR", tmp_path)
-    with pytest.raises(WeightsNotFoundError, match=r"no default weights are installed \(.*\); pass a weights file"):
+    with pytest.raises(WeightsNotFoundError, match=r"no default weights are installed \(.*\); give a weights file"):
         default_weights_path()
 
 

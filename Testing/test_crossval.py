@@ -24,7 +24,7 @@ SUBJECTS = ("01", "02", "03", "08")
 FAST = ["--model", "unet", "--input-size", "64", "--batch-size", "4", "--max-steps", "2", "--epochs", "1",
         "--valid-max-slices", "4", "--no-progress", "--threads", "1", "--device", "cpu"]
 
-pytestmark = pytest.mark.skipif(not CHAOS.is_dir(), reason="needs ../shared/data (CHAOS T2-SPIR subjects)")
+pytestmark = pytest.mark.needs_shared  # the CHAOS T2-SPIR subjects of the shared data
 
 
 def train(*argv: str) -> int:

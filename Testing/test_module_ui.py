@@ -231,12 +231,9 @@ def test_extension_cmake(tmp_path):
     description = values["EXTENSION_DESCRIPTION"]
     for words in ("T2-weighted MRI", "other MRI sequences and CT need other weights", "rmamamba train"):
         assert words in description
-    # every address derives from the one repository variable, written once
-    repository = values["EXTENSION_REPOSITORY_URL"]
+    # every address is the one repository's, written out in full (details: test_extension_metadata.py)
+    repository = values["EXTENSION_HOMEPAGE"].split("#")[0]
     assert repository.startswith("https://github.com/")
-    literal_addresses = [line for line in text.splitlines() if line.startswith("set(") and "https://" in line]
-    assert literal_addresses == [f'set(EXTENSION_REPOSITORY_URL "{repository}")']
-    assert values["EXTENSION_HOMEPAGE"] == f"{repository}#readme"
     raw = repository.replace("https://github.com/", "https://raw.githubusercontent.com/") + "/main/"
     urls = [values["EXTENSION_ICONURL"], *values["EXTENSION_SCREENSHOTURLS"].split()]
     assert len(urls) >= 2
@@ -294,3 +291,156 @@ def test_panel_choices_are_the_library_ones(script_tree):
                 for target in node.targets if isinstance(target, ast.Name) and target.id.endswith("_CHOICES")}
     assert literals["MODEL_CHOICES"] == registry.panel_choices()
     assert tuple(literals["DEVICE_CHOICES"]) == tuple(DEVICE_CHOICES)
+
+
+# ---------------------------------------------------------------- issue 30 (front door, second pass), issue 31
+
+
+def _method(tree: ast.Module, cls: str, name: str) -> ast.FunctionDef:
+    found = [n for n in _class(tree, cls).body if isinstance(n, ast.FunctionDef) and n.name == name]
+    assert found, f"{cls}.{name} missing"
+    return found[0]
+
+
+def _calls(node: ast.AST) -> list[str]:
+    return [ast.unparse(n.func) for n in ast.walk(node) if isinstance(n, ast.Call)]
+
+
+def _assigned(node: ast.AST) -> list[str]:
+    return [ast.unparse(target) for n in ast.walk(node) if isinstance(n, ast.Assign) for target in n.targets]
+
+
+WIDGET = "RMAMambaSegmentationWidget"
+
+
+def test_module_file_is_thin():
+    """Issue 31: the module file binds and renders; the work lives in the library."""
+    assert len(SCRIPT.read_text(encoding="utf-8").splitlines()) <= 450
+
+
+def test_the_run_uses_what_the_weights_box_shows(script_tree):
+    """Item 2: ctkPathLineEdit's currentPathChanged carries only text its validator accepts (not "", not
+    x.pth.tar, not X.PT; "model.p" while typing): the Widget follows every edit of the box instead, and a run takes
+    the box's text."""
+    source = ast.unparse(_class(script_tree, WIDGET))
+    assert "currentPathChanged" not in source and "editingFinished" not in source
+    assert "self._weightsBox = self.ui.weightsPathLineEdit.findChildren(qt.QComboBox)[0]" in source
+    connects = [[ast.unparse(a) for a in n.args] for n in ast.walk(_class(script_tree, WIDGET))
+                if isinstance(n, ast.Call) and ast.unparse(n.func) == "self._weightsBox.connect"]
+    assert connects == [["'editTextChanged(QString)'", "self.onWeightsTextChanged"]]
+    apply = next(n for n in ast.walk(_method(script_tree, WIDGET, "onApplyButton"))
+                 if isinstance(n, ast.Call) and ast.unparse(n.func) == "self.controller.apply")
+    weights = next(k.value for k in apply.keywords if k.arg == "weightsPath")
+    assert ast.unparse(weights) == "self.ui.weightsPathLineEdit.currentPath"
+    edited = _method(script_tree, WIDGET, "onWeightsTextChanged")
+    assert "params.weightsPath" in _assigned(edited)
+    # the box shows the controller's weightsPath, written without echoing the edit back
+    render = ast.unparse(_method(script_tree, WIDGET, "render"))
+    assert "self.ui.weightsPathLineEdit.currentPath = view.weightsPath" in render
+    assert "self._weightsBox.blockSignals(True)" in render
+
+
+def test_model_and_its_weights_are_written_in_one_modification(script_tree):
+    """Item 3: onModelChanged writes the model and its remembered weights inside one NodeModify block (a path
+    written alone made the binding refresh the panel with the old model: "Variant mismatch", model snapped back)."""
+    method = _method(script_tree, WIDGET, "onModelChanged")
+    blocks = [n for n in ast.walk(method) if isinstance(n, ast.With)
+              and any(ast.unparse(item.context_expr).startswith("slicer.util.NodeModify(") for item in n.items)]
+    assert len(blocks) == 1
+    inside = _assigned(blocks[0])
+    assert "params.model" in inside and "params.weightsPath" in inside
+    outside = [t for t in _assigned(method) if t.endswith((".model", ".weightsPath"))]
+    assert sorted(outside) == sorted(inside)  # no write of either outside the block
+
+
+def test_remembered_weights_are_in_the_node_before_the_panel_shows_it(script_tree):
+    """Item 5: the remembered weights are written into the parameter node before it is bound and shown, and every
+    change of the node shows its weights path (the label said "Default ... weights" while they were used)."""
+    method = _method(script_tree, WIDGET, "initializeParameterNode")
+    writes = [n.lineno for n in ast.walk(method) if isinstance(n, ast.Assign)
+              and any(ast.unparse(t) == "params.weightsPath" for t in n.targets)]
+    shows = [n.lineno for n in ast.walk(method) if isinstance(n, ast.Call)
+             and ast.unparse(n.func) == "self.setParameterNode"]
+    assert writes and shows and max(writes) < min(shows)
+    modified = _method(script_tree, WIDGET, "onParameterNodeModified")
+    call = next(n for n in ast.walk(modified) if isinstance(n, ast.Call)
+                and ast.unparse(n.func) == "self.controller.parametersChanged")
+    assert {k.arg: ast.unparse(k.value) for k in call.keywords}["weightsPath"] == "params.weightsPath"
+
+
+def test_parameter_node_is_bound_once(script_tree):
+    """Item 6: Slicer 5.6/5.8's connectGui returns no tag, so disconnectGui(tag) undid nothing and every entry into
+    the module stacked one more set of connections. The Widget binds with connectParametersToGui (which returns the
+    tag), once per node, and undoes it with that tag."""
+    widget = _class(script_tree, WIDGET)
+    calls = _calls(widget)
+    assert not [c for c in calls if c.endswith(".connectGui")]
+    connects = [n for n in ast.walk(widget) if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+                and ast.unparse(n.value.func).endswith(".connectParametersToGui")]
+    assert len(connects) == 1 and [ast.unparse(t) for t in connects[0].targets] == ["self._parameterNodeGuiTag"]
+    assert [c for c in calls if c.endswith(".connectParametersToGui")] == [ast.unparse(connects[0].value.func)]
+    disconnects = [n for n in ast.walk(widget) if isinstance(n, ast.Call) and ast.unparse(n.func).endswith(
+        ".disconnectGui")]
+    assert [ast.unparse(n.args[0]) for n in disconnects] == ["self._parameterNodeGuiTag"]
+    # connecting happens only for a node that is not the one already bound
+    binder = _method(script_tree, WIDGET, "setParameterNode")
+    guard = next(n for n in ast.walk(binder) if isinstance(n, ast.If) and connects[0] in list(ast.walk(n)))
+    assert "node is not bound" in ast.unparse(guard.test)
+    assert "exit" not in {n.name for n in widget.body if isinstance(n, ast.FunctionDef)}  # nothing undone on exit
+
+
+def test_a_failing_poll_stops_the_timer(script_tree):
+    """Item 8: any exception in the 100 ms tick stops the timer (it used to fire, and fail, ten times a second)."""
+    method = _method(script_tree, WIDGET, "onPoll")
+    tries = [n for n in method.body if isinstance(n, ast.Try)]
+    assert len(tries) == 1 and [ast.unparse(h.type) for h in tries[0].handlers] == ["Exception"]
+    handler = tries[0].handlers[0]
+    assert "self._timer.stop" in _calls(handler) and isinstance(handler.body[-1], ast.Raise)
+
+
+def test_show_3d_follows_the_controller(script_tree):
+    """Item 8: the Show 3D button is enabled only by the controller's view (which needs a segment to show)."""
+    assert [t for t in _assigned(_class(script_tree, WIDGET)) if t.startswith("self.ui.show3DButton.enabled")] == [
+        "self.ui.show3DButton.enabled"]
+    assert "self.ui.show3DButton.enabled = view.show3DEnabled" in ast.unparse(_method(script_tree, WIDGET, "render"))
+
+
+def test_self_test_skips_without_torch(script_tree):
+    """Item 8: without a usable PyTorch the self-test skips (unittest runners) or says so (Reload and Test)."""
+    test = "RMAMambaSegmentationTest"
+    set_up = _method(script_tree, test, "setUp")
+    guard = set_up.body[1]
+    assert isinstance(guard, ast.If) and _calls(guard) == ["self.skipTest"]
+    assert ast.unparse(set_up.body[0]) == "reason = self.skipReason()"
+    run = _method(script_tree, test, "runTest")
+    guard = run.body[1]
+    assert isinstance(guard, ast.If) and isinstance(guard.body[-1], ast.Return)
+    assert "torch_problem" in _calls(_method(script_tree, test, "skipReason"))
+    # torch is imported by the checks (panel/self_test.py), never at the top of a test method before the guard
+    assert not [n for n in ast.walk(_class(script_tree, test)) if isinstance(n, ast.Import)]
+
+
+def test_pytorch_setup_is_the_librarys_and_installs_torch_only(script_tree):
+    """Item 7: the module delegates the check to runtime_info.ensure_torch (outdated torch detected, install
+    failures shown in a dialog) and installs torch alone, never through PyTorchUtils.installTorch (which adds an
+    unpinned torchvision)."""
+    setup = _method(script_tree, "RMAMambaSegmentationLogic", "setupPythonRequirements")
+    assert "ensure_torch" in _calls(setup)
+    source = SCRIPT.read_text(encoding="utf-8")
+    assert "torchvision" not in source and "PyTorchUtils" not in source
+    install = next(n for n in script_tree.body if isinstance(n, ast.FunctionDef) and n.name == "installTorch")
+    assert "slicer.util.logProcessOutput" in _calls(install)  # raises on a failed install: ensure_torch shows it
+
+
+def test_help_text_links_the_documentation_and_names_no_shell_command(script_tree, tmp_path):
+    """Item 9: the help links the project README (the extension's EXTENSION_HOMEPAGE) and gives no instruction
+    that cannot be followed inside Slicer (no `rmamamba` shell command)."""
+    url = next(ast.literal_eval(n.value) for n in script_tree.body if isinstance(n, ast.Assign)
+               and [ast.unparse(t) for t in n.targets] == ["DOCUMENTATION_URL"])
+    assert url == _extension_values(EXTENSION_CMAKE.read_text(encoding="utf-8"), tmp_path)["EXTENSION_HOMEPAGE"]
+    init = _method(script_tree, "RMAMambaSegmentation", "__init__")
+    help_text = next(n.value for n in ast.walk(init) if isinstance(n, ast.Assign)
+                     and [ast.unparse(t) for t in n.targets] == ["self.parent.helpText"])
+    text = " ".join(n.value for n in ast.walk(help_text) if isinstance(n, ast.Constant) and isinstance(n.value, str))
+    assert '<a href="{url}">' in text and ast.unparse(help_text).endswith(".format(url=DOCUMENTATION_URL)")
+    assert not re.search(r"\brmamamba\s+(segment|train|evaluate|benchmark)\b", text)

@@ -94,6 +94,17 @@ def test_segmentation_equals_library_mask(mrml, case):
     assert provenance.read_segment_provenance(segment) == provenance.read_provenance(seg)
 
 
+def test_the_logic_exposes_the_last_verdict_as_an_object(mrml):
+    volume = mrml.load_volume(TOTALSEG / CASES["mr"][0])
+    logic = SegmentationLogic()
+    assert logic.lastVerdict is None
+    seg = logic.segment(volume, model=RampModel(), intensity=CASES["mr"][1])
+    verdict = logic.lastVerdict
+    assert verdict.status in ("ok", "check") and isinstance(verdict.reasons, list)
+    assert verdict.measures["liver_ml"] == pytest.approx(float(seg.GetAttribute(provenance.LIVER_VOLUME_ML)), abs=0.01)
+    assert seg.GetAttribute(provenance.QUALITY) == verdict.summary()
+
+
 def test_real_network_from_weights_file(mrml, t_weights, tmp_path):
     """The real RMA-Mamba-T (seeded weights saved to a file, 64x64 model card) on 4 slices of the MR example:
     provenance names the file's variant and sha256, the model is cached, the wrong variant is refused unchanged."""
@@ -111,7 +122,7 @@ def test_real_network_from_weights_file(mrml, t_weights, tmp_path):
     seg = logic.segment(volume, weights=t_weights, variant="T", device="cpu", intensity="MRI")
     assert seg.GetAttribute(provenance.MODEL_VARIANT) == "RMA-Mamba-T"
     assert seg.GetAttribute(provenance.WEIGHTS_SHA256) == file_sha256(t_weights)
-    assert seg.GetAttribute(provenance.WEIGHTS_FILE) == str(t_weights)
+    assert seg.GetAttribute(provenance.WEIGHTS_FILE) == t_weights.name  # the name, not a local folder
     back, _ = exported_segment(seg, volume, SegmentationLogic.liverSegmentId(seg))
     again = logic.compute(logic.prepare(volume, options=RunOptions(weights=str(t_weights), device="cpu",
                                                                    intensity="MRI")))

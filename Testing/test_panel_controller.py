@@ -268,3 +268,6 @@ def test_quality_verdict_is_shown_when_present():
     assert quality_text(ProvenanceLike("cpu")) == ""
     assert quality_text(protocol.Record(device="cpu")) == ""  # a provenance without the field at all
     assert quality_text({"quality": {"status": "ok", "reasons": []}}) == "Quality: ok"
+    flagged = {"quality": {"status": "check", "reasons": ["no liver found"], "hint": "the network found no liver"}}
+    assert quality_text(flagged) == "Quality: check (no liver found). The network found no liver"
+

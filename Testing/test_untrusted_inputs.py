@@ -191,7 +191,7 @@ def test_ct_preset_with_mr_weights_is_a_warning_in_the_row_and_an_error_with_str
     strict_out = tmp_path / "strict"
     assert segment(ct_crop, "-o", strict_out, "--modality", "CT", "--strict") == 1
     row = summary(strict_out)["ct_crop"]
-    assert row["status"] == "error" and "(--strict)" in row["message"]
+    assert row["status"] == "error" and "(strict check)" in row["message"]
     assert sorted(p.name for p in strict_out.iterdir()) == ["summary.csv"]
 
 
@@ -251,7 +251,7 @@ def test_checkpoint_without_its_card_warns_with_the_preset_used(mr_crop, tmp_pat
     assert segment(mr_crop, "-o", out, "--weights", weights) == 0
     row = summary(out)["mr_crop"]
     assert "no model card (copied.json beside them): using the MRI intensity preset" in row["message"]
-    assert "--modality MRI-tissue" in row["message"] and row["intensity"].startswith("MRI [")
+    assert "--intensity MRI-tissue" in row["message"] and row["intensity"].startswith("MRI [")
 
 
 def test_rerun_adds_a_missing_output_and_keeps_the_others(mr_crop, tmp_path, caplog):

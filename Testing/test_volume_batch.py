@@ -170,7 +170,7 @@ def test_existing_outputs_are_skipped_unless_overwrite(liver_inputs, tmp_path):
     mask_file = tmp_path / "mr_liver.nii.gz"
     mask_file.write_bytes(b"edited by hand")
     again = segment_files([path], tmp_path, model=EchoLogits(), device="cpu", overlay=False)
-    assert again[0]["status"] == "skipped" and "--overwrite" in again[0]["message"]
+    assert again[0]["status"] == "skipped" and "overwrite option" in again[0]["message"]
     assert mask_file.read_bytes() == b"edited by hand"
     assert read_summary(summary_path(tmp_path))[0]["status"] == "ok"  # the earlier row is kept
     assert read_summary(summary_path(tmp_path))[0]["liver_ml"] == str(first[0]["liver_ml"])

@@ -135,3 +135,22 @@ def test_default_weights_are_named_with_their_licence(s_weights, tmp_path, monke
     assert status.ok and status.path == str(installed)
     assert status.message.startswith("Default RMA-Mamba-S weights")
     assert status.message.endswith("licence: CC BY-NC-SA 4.0")
+
+
+def test_no_weights_file_means_the_weights_shipped_for_that_model():
+    """Issue 30 item 4: an empty path with the U-Net chosen describes the shipped U-Net weights (it showed the
+    default RMA-Mamba-T file, in red, as a "Variant mismatch"); a model shipped without weights says so."""
+    from RMAMambaSegmentationLib.panel.runtime_info import describe_weights_file
+    from RMAMambaSegmentationLib.weights.location import BUNDLED_WEIGHTS, MODELS_DIR
+
+    unet = describe_weights_file(None, "UNET")
+    assert unet.ok and unet.variant == "UNET" and unet.path == str(MODELS_DIR / BUNDLED_WEIGHTS["UNET"])
+    assert unet.message.startswith("Default U-Net (2D baseline) weights (unet_chaos_t2spir.pt). 2D U-Net baseline")
+    assert "licence: CC BY-NC-SA 4.0" in unet.message
+    assert describe_weights_file("", "U-Net (2D baseline)").path == unet.path
+    default = describe_weights_file(None, "T")
+    assert default.ok and default.variant == "T" and default.path == str(MODELS_DIR / BUNDLED_WEIGHTS["T"])
+    assert describe_weights_file(None).path == default.path
+    for variant, label in (("S", "RMA-Mamba-S"), ("SRMA", "SRMA-Mamba")):
+        status = describe_weights_file(None, variant)
+        assert not status.ok and status.message == f"No weights are shipped for {label}: choose its weights file"

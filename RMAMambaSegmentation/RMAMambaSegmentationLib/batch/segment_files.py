@@ -14,8 +14,9 @@ nothing behind. A case whose outputs all exist is skipped (status ``skipped``) u
 summary row is kept, so re-running a partly finished batch resumes it. A case that has some outputs but lacks one
 now asked for (``probability_map=True``, another mask format) is segmented again and only the missing files are
 written (the row's message says which were kept). A bad input gets status ``error`` with a one-line message and
-the other cases still run. Every ``ok`` row has a ``quality`` (``ok`` or ``check: reasons``, see :mod:`quality`);
-mismatches between the scan and the weights are in its ``message``.
+the other cases still run. Every ``ok`` row has a ``quality`` (``ok`` or ``check: reasons``, see :mod:`quality`) and
+the verdict's measures (:data:`QUALITY_COLUMNS`); mismatches between the scan and the weights are in its ``message``,
+and so is the hint of a ``check`` verdict (what probably went wrong) when no warning explains it.
 """
 
 from __future__ import annotations
@@ -47,9 +48,12 @@ from RMAMambaSegmentationLib.weights.prepared_model import PreparedModel
 logger = logging.getLogger(__name__)
 
 MASK_FORMATS = ("nii.gz", "nrrd")
+#: The quality verdict's measures, one column each (:mod:`quality`; ``liver_ml`` has its own column).
+QUALITY_COLUMNS = ("uncertain_share", "outside_share", "components", "extent_mm", "liver_slices")
 SUMMARY_COLUMNS = (
     "case", "status", "message", "quality", "liver_ml", "slices", "size", "spacing_mm", "device", "variant",
     "intensity", "weights_sha256", "seconds", "input", "mask", "segmentation", "probability", "overlay",
+    *QUALITY_COLUMNS,
 )  # fmt: skip
 OK, SKIPPED, ERROR = "ok", "skipped", "error"
 T = TypeVar("T")
@@ -139,10 +143,13 @@ def _ok_row(case: InputCase, image: sitk.Image, result: SegmentationResult, outp
             seconds: float, note: str = "") -> dict[str, Any]:
     provenance = result.provenance
     lo, hi = provenance.intensity_bounds
+    quality = provenance.quality  # a check no warning explains (a foreign MR scan passes the scan checks): its hint
+    explained = bool(provenance.warnings) or quality is None or quality.ok
+    hint = [quality.hint] if not explained and getattr(quality, "hint", "") else []
     row = {
         "case": case.name,
         "status": OK,
-        "message": "; ".join(provenance.warnings + ([note] if note else [])),
+        "message": "; ".join(provenance.warnings + hint + ([note] if note else [])),
         "quality": provenance.quality.summary() if provenance.quality is not None else "",
         "liver_ml": round(result.volume_ml, 3),
         "slices": provenance.n_slices,
@@ -156,6 +163,8 @@ def _ok_row(case: InputCase, image: sitk.Image, result: SegmentationResult, outp
         "input": str(case.path),
     }
     row.update({key: str(path) for key, path in outputs.items()})
+    measures = provenance.quality.measures if provenance.quality is not None else {}
+    row.update({key: round(float(measures[key]), 6) for key in QUALITY_COLUMNS if key in measures})
     return row
 
 
@@ -333,9 +342,10 @@ def _run_case(
     if existing and not overwrite:
         to_write = {key: path for key, path in outputs.items() if not path.exists()}
         if not to_write:
-            return _other_row(case, SKIPPED, f"outputs already exist ({', '.join(existing)}); use --overwrite")
+            return _other_row(case, SKIPPED,
+                              f"outputs already exist ({', '.join(existing)}); the overwrite option replaces them")
         note = (f"wrote the missing {', '.join(p.name for p in to_write.values())}; kept the existing "
-                f"{', '.join(existing)} (--overwrite replaces them)")
+                f"{', '.join(existing)} (the overwrite option replaces them)")
     started = time.perf_counter()
     try:
         progress(0.0, "reading")
@@ -361,6 +371,7 @@ def _one_line(error: BaseException) -> str:
 
 __all__ = [
     "MASK_FORMATS",
+    "QUALITY_COLUMNS",
     "SUMMARY_COLUMNS",
     "case_outputs",
     "parse_shard",

@@ -28,7 +28,11 @@ from RMAMambaSegmentationLib.training.layouts import CaseSource, DataSplits, nat
 logger = logging.getLogger(__name__)
 
 FINISHED_NAME = "finished.json"
-CROSSVAL_COLUMNS = ("case", "fold", "dice", "hd95_mm", "volume_error_percent", "pred_ml", "ref_ml", "quality")
+#: The quality verdict's measures (as in summary.csv), so that the verdict's calibration reads this one table.
+MEASURE_COLUMNS = ("liver_ml", "uncertain_share", "outside_share", "components", "extent_mm", "liver_slices")
+CROSSVAL_COLUMNS = ("case", "fold", "dice", "hd95_mm", "volume_error_percent", "pred_ml", "ref_ml", "quality",
+                    *MEASURE_COLUMNS)
+_MEASURES_TAG = "RMAMamba.QualityMeasures:"
 
 
 def fold_splits(data: DataSplits, folds: int) -> list[DataSplits]:
@@ -72,21 +76,60 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def seg_nrrd_measures(path: str | Path) -> dict[str, float]:
+    """The quality measures kept in a ``.seg.nrrd`` by ``rmamamba segment`` (its Liver segment's
+    ``RMAMamba.QualityMeasures`` tag); empty when it has none."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    tags = reader.GetMetaData("Segment0_Tags") if reader.HasMetaDataKey("Segment0_Tags") else ""
+    start = tags.find(_MEASURES_TAG)
+    if start < 0:
+        return {}
+    text = tags[start + len(_MEASURES_TAG):].split("|", 1)[0]
+    pairs = (item.split("=", 1) for item in text.split() if "=" in item)
+    return {key: float(value) for key, value in pairs}
+
+
+def summary_measures(row: dict[str, str]) -> dict[str, float]:
+    """The quality measures of one ``summary.csv`` row: its columns, else (a summary written before they existed)
+    the tags of its ``.seg.nrrd``."""
+    measures = {key: float(row[key]) for key in MEASURE_COLUMNS if row.get(key) not in (None, "")}
+    segmentation = row.get("segmentation") or ""
+    if len(measures) < len(MEASURE_COLUMNS) and segmentation and Path(segmentation).is_file():
+        measures = {**seg_nrrd_measures(segmentation), **measures}
+    return measures
+
+
 def crossval_table(evaluation_csv: Path, summary_csv: Path, fold_of_case: dict[str, int]) -> list[dict[str, Any]]:
-    """One row per case: its fold, Dice, HD95, volume error and quality verdict (from ``evaluate``'s CSV and
-    ``segment``'s ``summary.csv``)."""
-    verdicts = {row["case"]: row.get("quality", "") for row in _read_csv(summary_csv)}
+    """One row per case: its fold, Dice, HD95, volume error, quality verdict and the verdict's measures (from
+    ``evaluate``'s CSV and ``segment``'s ``summary.csv``)."""
+    from RMAMambaSegmentationLib.files.pairing import case_key
+
+    summary = {case_key(row["case"]): row for row in _read_csv(summary_csv)}  # "X_image" -> "X", as evaluate pairs
     rows = []
     for row in _read_csv(evaluation_csv):
         if row["case"] == "mean":
             continue
         pred_ml, ref_ml = float(row["pred_ml"]), float(row["ref_ml"])
+        case = summary.get(row["case"], {})
+        measures = summary_measures(case) if case else {}
         rows.append({
             "case": row["case"], "fold": fold_of_case.get(row["case"], ""), "dice": float(row["dice"]),
             "hd95_mm": float(row["hd95_mm"]), "volume_error_percent": 100.0 * (pred_ml - ref_ml) / ref_ml,
-            "pred_ml": pred_ml, "ref_ml": ref_ml, "quality": verdicts.get(row["case"], ""),
+            "pred_ml": pred_ml, "ref_ml": ref_ml, "quality": case.get("quality", ""),
+            **{key: measures.get(key, "") for key in MEASURE_COLUMNS},
         })
     return rows
+
+
+def _cell(key: str, value: object) -> object:
+    """Scores with 4 decimals; the shares of the quality measures with 6 (their limits are a fraction of 1 %)."""
+    if not isinstance(value, float):
+        return value
+    return f"{value:.6f}" if key in MEASURE_COLUMNS else f"{value:.4f}"
 
 
 def write_crossval_csv(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -95,8 +138,7 @@ def write_crossval_csv(rows: list[dict[str, Any]], path: Path) -> Path:
         writer = csv.DictWriter(handle, fieldnames=CROSSVAL_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({key: (f"{value:.4f}" if isinstance(value, float) else value)
-                             for key, value in row.items()})
+            writer.writerow({key: _cell(key, value) for key, value in row.items()})
         if rows:
             flagged = sum(1 for row in rows if str(row["quality"]).startswith("check"))
             writer.writerow({"case": "mean", "fold": "", "quality": f"{flagged} of {len(rows)} flagged",

@@ -11,7 +11,8 @@ logger = logging.getLogger(__name__)
 
 DESCRIPTION = """\
 Compare predicted liver masks with reference masks. PRED and REF are two files, or two folders whose files are
-paired by case name (suffixes such as _liver, _seg, .seg, _mask, _image are ignored; unpaired files are an error).
+paired by case name (suffixes such as _liver, _seg, .seg, _mask, _image are ignored; unpaired files are an error
+unless --ignore-unpaired).
 Per-volume scores use the image spacing (distances in mm). The per-slice columns (slice_*) follow the paper's
 protocol: scores of every axial slice averaged with equal weight (the mean row pools all slices of all cases);
 they are not comparable with the per-volume scores.
@@ -45,7 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="resize slices to NxN (bilinear, threshold 0.5) before the per-slice scores, as the paper (256)",
     )
     parser.add_argument(
-        "--ignore-unpaired", action="store_true", help="skip files without a partner instead of failing"
+        "--ignore-unpaired", action="store_true",
+        help="score only the cases found in both folders (the files without a partner are counted in a warning) "
+             "instead of failing"
     )
     parser.set_defaults(run=run)
     return parser
@@ -53,7 +56,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from RMAMambaSegmentationLib.errors import RMAMambaError
-    from RMAMambaSegmentationLib.evaluation.evaluate import evaluate, format_table, json_safe, write_csv
+    from RMAMambaSegmentationLib.evaluation.evaluate import (
+        UnpairedFilesError,
+        evaluate,
+        format_table,
+        json_safe,
+        write_csv,
+    )
 
     try:
         report = evaluate(
@@ -65,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
             slice_size=(args.slice_size, args.slice_size) if args.slice_size else None,
             allow_unpaired=args.ignore_unpaired,
         )
+    except UnpairedFilesError as error:
+        logger.error("unpaired files (pairing is by case name): %s; add --ignore-unpaired to score only the cases "
+                     "found in both", error.unpaired)
+        return 2
     except RMAMambaError as error:
         logger.error("%s", error)
         return 2

@@ -27,13 +27,15 @@ Existing outputs are never replaced without --overwrite: a case whose outputs al
 batch resumes it; a case lacking an output now asked for (--probability, another --mask-format) gets only the
 missing files. A bad input prints one error line and the other inputs still run.
 Exit status: 0 every case done or skipped, 1 some case failed, 2 nothing could run (weights, arguments, an INPUT
-that does not exist; checked before the weights load or OUTDIR is created), 130 interrupted."""
+that does not exist; checked before the weights load or OUTDIR is created), 3 with --fail-on-check when any result's
+quality verdict is 'check' (every output still written), 130 interrupted."""
 
 EPILOG = """\
 examples:
   rmamamba segment scan.nii.gz -o out/                      (default weights: T2-SPIR MRI)
   rmamamba segment scan.nii.gz -o out/ --weights rmamamba_t.pt --strict
   rmamamba segment DICOM/series1 list.txt -o out/ --weights ct_weights.pt --modality CT --probability
+  rmamamba segment t2.nii.gz -o out/ --intensity MRI   (the percentile preset instead of the card's MRI-tissue)
   rmamamba segment t2.nii.gz -o out/ --model SRMA --weights srma_t2.pth   (3D SRMA-Mamba, 224x224x64 windows)
   rmamamba segment t2.nii.gz -o out/ --model unet   (the shipped 2D U-Net baseline)
   rmamamba segment cases/ -o out/ --weights w.pt --shard $((SLURM_ARRAY_TASK_ID + 1))/$SLURM_ARRAY_TASK_COUNT"""
@@ -76,22 +78,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="SRMA-Mamba sliding window in voxels along L, P, S (multiples of 16; default 224 224 64)")
     parser.add_argument("--overlap", type=float, metavar="F",
                         help="SRMA-Mamba sliding-window overlap in [0, 1) (default 0.25)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA when available, else the Apple GPU, else the CPU), cpu, cuda, cuda:N or mps "
+                             "(Apple GPU); an accelerator that is not there falls back to the CPU with a warning "
+                             "(default auto)")
     parser.add_argument("--batch-size", type=_positive_int, metavar="N",
                         help="slices per network call (default: from free GPU memory; 4 on CPU)")
     parser.add_argument("--no-postprocess", dest="postprocess", action="store_false",
                         help="keep the raw thresholded mask (no largest component, no hole filling)")
     parser.add_argument("--probability", action="store_true", help="also write NAME_probability (float32)")
-    parser.add_argument("--modality", type=str.upper, choices=("MRI", "MR", "MRI-TISSUE", "CT"),
+    parser.add_argument("--modality", type=str.upper, choices=("MRI", "MR", "CT", "MRI-TISSUE"), metavar="{MRI,CT}",
+                        help="the scans' modality; the intensity preset follows the weights' model card for it "
+                             "(MRI with the default weights: MRI-tissue), else MRI: robust percentiles 0.5-99.5, "
+                             "CT: HU window -150..250. Default: the model card's preset, else MRI")
+    parser.add_argument("--intensity", type=_preset_name, choices=("MRI", "MRI-tissue", "CT"),
                         metavar="{MRI,MRI-tissue,CT}",
-                        help="intensity preset (default: the model card's, else MRI). MRI: the card's MRI preset "
-                             "when the card is for MRI (MRI-tissue for the default weights), else robust "
-                             "percentiles 0.5-99.5; MRI-tissue: 0.5th percentile to 4x the median tissue "
-                             "intensity; CT: HU window -150..250. A preset other than the card's gives a warning")
+                        help="choose the intensity preset itself instead (default: the model card's, MRI-tissue "
+                             "for the default weights; else MRI): MRI = percentiles 0.5-99.5, MRI-tissue = 0.5th "
+                             "percentile to 4x the median tissue intensity, CT = HU window -150..250. A preset "
+                             "other than the card's gives a warning")
     parser.add_argument("--window", nargs=2, type=float, metavar=("LOW", "HIGH"),
-                        help="CT window in HU (default -150 250); implies --modality CT")
+                        help="CT window in HU (default -150 250); implies --intensity CT")
     parser.add_argument("--percentiles", nargs=2, type=float, metavar=("LOW", "HIGH"),
-                        help="MRI percentiles mapped to 0 and 1 (default 0.5 99.5); implies --modality MRI")
+                        help="MRI percentiles mapped to 0 and 1 (default 0.5 99.5); implies --intensity MRI")
     parser.add_argument("--mask-format", choices=("nii.gz", "nrrd"), default="nii.gz",
                         help="file format of the mask and probability (default nii.gz)")
     parser.add_argument("--no-overlay", dest="overlay", action="store_false", help="do not write the PNG overlay")
@@ -99,6 +108,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--strict", action="store_true",
                         help="a scan that does not match the weights' model card (modality, T1/T2, preset) is an "
                              "error instead of a warning")
+    parser.add_argument("--fail-on-check", action="store_true",
+                        help="exit with status 3 when any result's quality verdict is 'check' (outputs and "
+                             "summary.csv are still written; a failed case still gives 1)")
     parser.add_argument("--shard", type=_shard, metavar="I/N",
                         help="process only shard I of N of the inputs (1 <= I <= N), for cluster array jobs")
     parser.add_argument("--compile", action="store_true",
@@ -109,21 +121,55 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
+#: The intensity presets by the modality they are for.
+PRESET_MODALITY = {"MRI": "MRI", "MRI-tissue": "MRI", "CT": "CT"}
+
+
+def _preset_name(text: str) -> str:
+    """``--intensity``'s spelling, case-insensitive: ``MRI``, ``MRI-tissue`` or ``CT`` (``MR`` for MRI)."""
+    key = text.strip().upper().replace("MR-", "MRI-")
+    return {"MR": "MRI", "MRI": "MRI", "MRI-TISSUE": "MRI-tissue", "CT": "CT"}.get(key, text)
+
+
+def _modality_and_preset(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """``--modality`` and ``--intensity``, checked against each other; ``--modality MRI-tissue`` (a preset, as
+    earlier versions took it) is read as ``--intensity MRI-tissue`` with a warning."""
+    modality = {"MR": "MRI"}.get(args.modality, args.modality)
+    preset = getattr(args, "intensity", None)
+    if modality == "MRI-TISSUE":
+        logger.warning("--modality takes a modality (MRI or CT); MRI-tissue is a preset: read as --intensity "
+                       "MRI-tissue (write that instead)")
+        modality, preset = "MRI", preset or "MRI-tissue"
+    if modality is not None and preset is not None and PRESET_MODALITY[preset] != modality:
+        raise ValueError(f"--intensity {preset} is a preset for {PRESET_MODALITY[preset]}; it contradicts "
+                         f"--modality {modality}")
+    return modality, preset
+
+
 def intensity_from_args(args: argparse.Namespace):
-    """The intensity preset asked for on the command line, or None (model card, else MRI)."""
+    """The intensity asked for on the command line: a preset, a modality name (the card's preset for it), or None
+    (the model card's preset, else MRI)."""
     from RMAMambaSegmentationLib.imaging.intensity import IntensityPreset
 
+    modality, preset = _modality_and_preset(args)
+    chosen = preset or modality
     if args.window is not None and args.percentiles is not None:
         raise ValueError("--window (CT) and --percentiles (MRI) cannot be used together")
     if args.window is not None:
-        if args.modality not in (None, "CT"):
-            raise ValueError("--window is for CT; it contradicts --modality " + args.modality)
+        if chosen not in (None, "CT"):
+            raise ValueError(f"--window is for CT; it contradicts {'--intensity' if preset else '--modality'} "
+                             f"{chosen}")
         return IntensityPreset.ct(*args.window)
     if args.percentiles is not None:
-        if args.modality not in (None, "MRI", "MR"):
-            raise ValueError("--percentiles is for MRI; it contradicts --modality " + args.modality)
+        if chosen not in (None, "MRI"):
+            raise ValueError(f"--percentiles is for the MRI preset; it contradicts "
+                             f"{'--intensity' if preset else '--modality'} {chosen}")
         return IntensityPreset.mri(*args.percentiles)
-    return args.modality
+    if preset == "MRI":
+        return IntensityPreset.mri()  # the percentile preset itself, not the card's preset for MRI
+    if preset == "CT":
+        return IntensityPreset.ct()
+    return preset or modality
 
 
 class _ClearBarFilter(logging.Filter):
@@ -157,10 +203,29 @@ def options_from_args(args: argparse.Namespace):
     ).checked()
 
 
+#: Exit status of ``--fail-on-check`` when a result is flagged (0, 1, 2 and 130 keep their meanings).
+EXIT_FLAGGED = 3
+
+
+def flagged_cases(rows: list[dict], output: str, shard: tuple[int, int] | None) -> list[str]:
+    """The cases of this run whose quality verdict is ``check``: ``ok`` rows by their ``quality``, skipped cases
+    by their earlier row in the summary CSV."""
+    from RMAMambaSegmentationLib.batch.segment_files import OK, SKIPPED, read_summary, summary_path
+
+    earlier = {row["case"]: row for row in read_summary(summary_path(output, shard))}
+    flagged = []
+    for row in rows:
+        source = earlier.get(row["case"], {}) if row["status"] == SKIPPED else row
+        if row["status"] in (OK, SKIPPED) and str(source.get("quality", "")).startswith("check"):
+            flagged.append(row["case"])
+    return flagged
+
+
 def run(args: argparse.Namespace) -> int:
     from RMAMambaSegmentationLib.batch.segment_files import ERROR, segment_files
     from RMAMambaSegmentationLib.cli.progress_bar import ConsoleProgress
     from RMAMambaSegmentationLib.errors import RMAMambaError, SegmentationCancelledError
+    from RMAMambaSegmentationLib.inference.scan_check import option_style
 
     try:
         options = options_from_args(args)
@@ -173,8 +238,9 @@ def run(args: argparse.Namespace) -> int:
     for handler in handlers if bar_filter is not None else []:
         handler.addFilter(bar_filter)
     try:
-        rows = segment_files(args.inputs, args.output, options=options, mask_format=args.mask_format,
-                             overlay=args.overlay, overwrite=args.overwrite, shard=args.shard, progress=bar)
+        with option_style("cli"):  # warnings name --modality CT, not intensity="CT"
+            rows = segment_files(args.inputs, args.output, options=options, mask_format=args.mask_format,
+                                 overlay=args.overlay, overwrite=args.overwrite, shard=args.shard, progress=bar)
     except KeyboardInterrupt:
         logger.error("interrupted; finished cases keep their outputs")
         return 130
@@ -192,4 +258,11 @@ def run(args: argparse.Namespace) -> int:
     counts = {status: sum(row["status"] == status for row in rows) for status in ("ok", "skipped", ERROR)}
     logger.info("%d done, %d skipped, %d failed; outputs in %s", counts["ok"], counts["skipped"], counts[ERROR],
                 args.output)
-    return 1 if counts[ERROR] else 0
+    if counts[ERROR]:
+        return 1
+    flagged = flagged_cases(rows, args.output, args.shard) if getattr(args, "fail_on_check", False) else []
+    if flagged:
+        logger.warning("%d result(s) flagged for checking (--fail-on-check, exit %d): %s", len(flagged),
+                       EXIT_FLAGGED, ", ".join(flagged))
+        return EXIT_FLAGGED
+    return 0

@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 
-from RMAMambaSegmentationLib.training.recipes import RECIPES
+from RMAMambaSegmentationLib.training.recipes import RECIPES, recipe_settings
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,23 @@ def _size(text: str) -> tuple[int, int]:
     if len(parts) != 2 or not all(p.isdigit() for p in parts):
         raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}")
     return int(parts[0]), int(parts[1])
+
+
+def _value(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _from_recipe(key: str, what: str = "") -> str:
+    """Help text of an option whose default comes from the recipe: the values of both recipes, read from them."""
+    rma, unet = recipe_settings("scratch", "T")[key], recipe_settings("scratch", "UNET")[key]
+    paper, srma = recipe_settings("paper", "T")[key], recipe_settings("paper", "SRMA")[key]
+    scratch = _value(rma) if rma == unet else f"{_value(unet)} (U-Net) / {_value(rma)} (RMA-Mamba)"
+    paper_text = _value(paper) if paper == srma else f"{_value(paper)} ({_value(srma)} for SRMA)"
+    return f"{what + '; ' if what else ''}default from the recipe: scratch {scratch}, paper {paper_text}"
+
+
+RECIPE_NOTE = ("Options whose help says 'default from the recipe' take that value from --recipe when they are not "
+               "given; a value given on the command line overrides the recipe.")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -80,28 +97,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     model.add_argument("--pretrained", metavar="FILE", help="VMamba ImageNet checkpoint for the encoder")
     model.add_argument("--init-weights", metavar="FILE", help="RMA-Mamba checkpoint to fine-tune")
 
-    optim = parser.add_argument_group("optimisation")
+    optim = parser.add_argument_group("optimisation", RECIPE_NOTE)
     optim.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     optim.add_argument("--recipe", choices=RECIPES, default=None,
-                       help="defaults for the options below: scratch (from random weights; default without "
-                            "--pretrained/--init-weights) or paper (the paper's protocol)")
-    optim.add_argument("--batch-size", type=int, default=None, help="scratch 8, paper 16 slices (SRMA: 2 crops)")
-    optim.add_argument("--lr", type=float, default=None, help="scratch 1e-3, paper 1e-4")
-    optim.add_argument("--optimizer", choices=("adam", "adamw"), default=None,
-                       help="scratch: adam (U-Net) / adamw (RMA-Mamba); paper: adam")
-    optim.add_argument("--weight-decay", type=float, default=None, help="scratch: 0 (U-Net) / 0.05; paper: 0")
+                       help="where the options marked 'default from the recipe' get their defaults: scratch (from "
+                            "random weights; the default without --pretrained/--init-weights) or paper (the "
+                            "paper's protocol; the default with them and for SRMA). Options given explicitly "
+                            "override it")
+    optim.add_argument("--batch-size", type=int, default=None,
+                       help=_from_recipe("batch_size", "slices per step (SRMA: crops); per GPU with torchrun"))
+    optim.add_argument("--lr", type=float, default=None, help=_from_recipe("lr", "learning rate"))
+    optim.add_argument("--optimizer", choices=("adam", "adamw"), default=None, help=_from_recipe("optimizer"))
+    optim.add_argument("--weight-decay", type=float, default=None, help=_from_recipe("weight_decay"))
     optim.add_argument("--schedule", choices=("plateau", "cosine"), default=None,
-                       help="cosine: per-step decay to --min-lr after --warmup-epochs (scratch); plateau: "
-                            "ReduceLROnPlateau on the validation loss (paper)")
-    optim.add_argument("--min-lr", type=float, default=None, help="cosine: final learning rate (1e-5)")
+                       help=_from_recipe("schedule", "cosine: per-step decay to --min-lr after --warmup-epochs; "
+                                                     "plateau: ReduceLROnPlateau on the validation loss"))
+    optim.add_argument("--min-lr", type=float, default=None,
+                       help=_from_recipe("min_lr", "cosine: final learning rate"))
     optim.add_argument("--warmup-epochs", type=float, default=None,
-                       help="cosine: linear warm-up epochs (scratch: 0 for the U-Net, 1 for RMA-Mamba)")
-    optim.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (SRMA default 1.0)")
+                       help=_from_recipe("warmup_epochs", "cosine: linear warm-up epochs"))
+    optim.add_argument("--grad-clip", type=float, default=None,
+                       help="clip the gradient norm (default: none; 1.0 for SRMA, not from the recipe)")
     optim.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
-    optim.add_argument("--epochs", type=int, default=None, help="scratch 25, paper 500")
-    optim.add_argument("--lr-patience", type=int, default=5)
-    optim.add_argument("--lr-factor", type=float, default=0.1)
-    optim.add_argument("--early-stop", type=int, default=None, help="epochs without a better validation Dice (50)")
+    optim.add_argument("--epochs", type=int, default=None, help=_from_recipe("epochs"))
+    optim.add_argument("--lr-patience", type=int, default=5, help="plateau: epochs without a lower validation loss "
+                                                                    "before the learning rate drops (default 5)")
+    optim.add_argument("--lr-factor", type=float, default=0.1,
+                       help="plateau: factor of each learning-rate drop (default 0.1)")
+    optim.add_argument("--early-stop", type=int, default=None,
+                       help=_from_recipe("early_stop", "epochs without a better validation Dice"))
     optim.add_argument("--select-by", choices=("slice", "volume"), default="slice",
                        help="validation Dice that picks best.pt and drives early stopping: mean per slice (paper) "
                             "or mean per volume (each validation case's slices pooled)")
@@ -109,7 +133,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     optim.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
     optim.add_argument("--valid-max-slices", type=int, default=None, help="validate on at most N slices")
     optim.add_argument("--seed", type=int, default=42)
-    optim.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
+    optim.add_argument("--device", default="auto",
+                       help="auto (CUDA when available, else the CPU: training stays off the Apple GPU), cpu, cuda, "
+                            "cuda:N or mps (default auto)")
     optim.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"),
                        help="mixed precision (auto: bf16 or fp16 on CUDA, float32 on CPU; bf16 on CPU only when "
                             "asked: about 15%% faster on CPUs with AMX)")
@@ -134,21 +160,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                             "final weights and write OUT/crossval.csv (Dice, HD95, volume error, verdict per case)")
     optim.add_argument("--no-progress", dest="show_progress", action="store_false", help="no progress bar")
 
-    aug = parser.add_argument_group("augmentation")
-    aug.add_argument("--no-augment", dest="augment", action="store_false")
-    aug.add_argument("--rotate-p", type=float, default=None)
-    aug.add_argument("--max-angle", type=float, default=None)
-    aug.add_argument("--hflip-p", type=float, default=None)
-    aug.add_argument("--vflip-p", type=float, default=None)
-    aug.add_argument("--dropout-p", type=float, default=None)
-    aug.add_argument("--holes", type=int, default=None)
-    aug.add_argument("--hole-fraction", type=float, default=32 / 256, help="hole side / image side (32/256)")
+    aug = parser.add_argument_group("augmentation", RECIPE_NOTE)
+    aug.add_argument("--no-augment", dest="augment", action="store_false", help="no augmentation at all")
+    aug.add_argument("--rotate-p", type=float, default=None, help=_from_recipe("rotate_p", "probability of a rotation"))
+    aug.add_argument("--max-angle", type=float, default=None,
+                     help=_from_recipe("max_angle", "largest rotation in degrees"))
+    aug.add_argument("--hflip-p", type=float, default=None,
+                     help=_from_recipe("hflip_p", "probability of a left-right flip"))
+    aug.add_argument("--vflip-p", type=float, default=None,
+                     help=_from_recipe("vflip_p", "probability of an up-down flip"))
+    aug.add_argument("--dropout-p", type=float, default=None,
+                     help=_from_recipe("dropout_p", "probability of coarse dropout (square holes)"))
+    aug.add_argument("--holes", type=int, default=None, help=_from_recipe("holes", "most holes per image"))
+    aug.add_argument("--hole-fraction", type=float, default=32 / 256,
+                     help="hole side / image side (default 32/256, not from the recipe)")
     aug.add_argument("--gamma-p", type=float, default=None,
-                     help="not in the paper: probability of a random gamma on the image (default 0)")
-    aug.add_argument("--max-gamma", type=float, default=None, help="gamma log-uniform in [1/G, G] (default 1.5)")
+                     help=_from_recipe("gamma_p", "not in the paper: probability of a random gamma on the image"))
+    aug.add_argument("--max-gamma", type=float, default=None,
+                     help=_from_recipe("max_gamma", "gamma log-uniform in [1/G, G]"))
     aug.add_argument("--scale-p", type=float, default=None,
-                     help="not in the paper: probability of a random zoom about the centre (default 0)")
-    aug.add_argument("--max-scale", type=float, default=None, help="zoom log-uniform in [1/S, S] (default 1.25)")
+                     help=_from_recipe("scale_p", "not in the paper: probability of a random zoom about the centre"))
+    aug.add_argument("--max-scale", type=float, default=None,
+                     help=_from_recipe("max_scale", "zoom log-uniform in [1/S, S]"))
     aug.add_argument("--shading-p", type=float, default=0.0,
                      help="not in the paper: probability of a smooth gain field (MR bias field) (default 0)")
     aug.add_argument("--max-shading", type=float, default=1.3,

@@ -198,6 +198,32 @@ def prefer_liver_masks(paths: list[Path]) -> list[Path]:
     return sorted(kept)
 
 
+class UnpairedFilesError(InputFileError):
+    """Some predictions or references have no partner; ``unpaired`` describes them (for the caller's wording)."""
+
+    def __init__(self, unpaired: str) -> None:
+        super().__init__(f"unpaired files (pairing is by case name): {unpaired}; allow unpaired files to score only "
+                         "the cases found in both")
+        self.unpaired = unpaired
+
+
+def _listed(keys: set[str], index: dict[str, Path], limit: int = 10) -> str:
+    names = [index[key].name for key in sorted(keys)]
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _refuse_unpaired(preds: dict[str, Path], refs: dict[str, Path]) -> None:
+    """:class:`UnpairedFilesError` listing the predictions without a reference and the references without one."""
+    only_pred, only_ref = set(preds) - set(refs), set(refs) - set(preds)
+    problems = []
+    if only_pred:
+        problems.append(f"{len(only_pred)} prediction(s) without a reference: {_listed(only_pred, preds)}")
+    if only_ref:
+        problems.append(f"{len(only_ref)} reference(s) without a prediction: {_listed(only_ref, refs)}")
+    if problems:
+        raise UnpairedFilesError("; ".join(problems))
+
+
 def find_pairs(
     prediction: str | Path, reference: str | Path, *, allow_unpaired: bool = False
 ) -> list[tuple[str, Path, Path]]:
@@ -215,9 +241,9 @@ def find_pairs(
             raise InputFileError(f"no volume file (.nii.gz, .nrrd, ...) in {pred_path}")
         if not refs:
             raise InputFileError(f"no volume file (.nii.gz, .nrrd, ...) in {ref_path}")
-        pairs = pair_by_key(
-            preds, refs, left_name="prediction", right_name="reference", allow_unpaired=allow_unpaired
-        )
+        if not allow_unpaired:
+            _refuse_unpaired(preds, refs)
+        pairs = pair_by_key(preds, refs, left_name="prediction", right_name="reference", allow_unpaired=True)
         skipped = len(preds) + len(refs) - 2 * len(pairs)
         if skipped:
             logger.warning("%d unpaired files skipped", skipped)

@@ -4,7 +4,8 @@ The slice is the middle one among the axial slices that hold liver (the middle s
 empty), in the radiological display orientation of :mod:`orientation` (patient right on the image's left, anterior
 at the top). Grey values use the same intensity bounds as the network's input; pixels are made square from the
 voxel spacing and small slices are enlarged (nearest neighbour) so the picture is readable. A result whose quality
-verdict is ``check`` gets a red frame and a "CHECK QUALITY" banner, so the picture alone does not look trustworthy.
+verdict is ``check`` gets a red frame and a "CHECK QUALITY" band above the slice, so the picture alone does not look
+trustworthy; both are drawn outside the slice, which stays whole (the liver dome lies at its top).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ FILL_OPACITY = 0.35
 MIN_SIDE = 256
 CHECK_RGB = (200, 30, 30)
 CHECK_TEXT = "CHECK QUALITY"
-_FRAME = 4
+FRAME = 4
 #: 5x7 glyphs of the banner's letters ("#" = ink).
 _GLYPHS = {
     "C": (".###.", "#...#", "#....", "#....", "#....", "#...#", ".###."),
@@ -93,19 +94,29 @@ def _text_bitmap(text: str) -> np.ndarray:
 
 
 def mark_for_check(rgb: np.ndarray) -> np.ndarray:
-    """A red frame and a "CHECK QUALITY" banner across the top of an RGB picture (a copy)."""
-    out = rgb.copy()
-    out[:_FRAME], out[-_FRAME:], out[:, :_FRAME], out[:, -_FRAME:] = CHECK_RGB, CHECK_RGB, CHECK_RGB, CHECK_RGB
+    """The picture inside a red frame under a red "CHECK QUALITY" band: a larger copy whose image pixels are
+    ``rgb`` unchanged (rows ``band:band + H``, columns ``FRAME:FRAME + W``, see :func:`check_band_height`), so the
+    banner never hides the liver dome at the top of the slice."""
+    rows, cols = rgb.shape[:2]
     text = _text_bitmap(CHECK_TEXT)
-    scale = max(1, min(3, (out.shape[1] - 4 * _FRAME) // text.shape[1]))
+    scale = max(1, min(3, cols // text.shape[1]))
     ink = np.kron(text, np.ones((scale, scale), bool))
-    height = ink.shape[0] + 2 * _FRAME
-    out[:height] = CHECK_RGB
+    band = check_band_height(cols)
+    out = np.empty((band + rows + FRAME, cols + 2 * FRAME, 3), dtype=np.uint8)
+    out[:] = CHECK_RGB
+    out[band:band + rows, FRAME:FRAME + cols] = rgb
     left = max(0, (out.shape[1] - ink.shape[1]) // 2)
     ink = ink[:, : out.shape[1] - left]
-    region = out[_FRAME : _FRAME + ink.shape[0], left : left + ink.shape[1]]
+    top = (band - ink.shape[0]) // 2
+    region = out[top : top + ink.shape[0], left : left + ink.shape[1]]
     region[ink] = (255, 255, 255)
     return out
+
+
+def check_band_height(cols: int) -> int:
+    """Height of the red band that :func:`mark_for_check` puts above a picture ``cols`` pixels wide."""
+    scale = max(1, min(3, cols // _text_bitmap(CHECK_TEXT).shape[1]))
+    return 7 * scale + 2 * FRAME
 
 
 def write_overlay_png(
@@ -119,7 +130,7 @@ def write_overlay_png(
     check: bool = False,
 ) -> Path:
     """Write the mid-liver overlay of an image array and its mask (SimpleITK order, spacing in (i, j, k));
-    ``check``: the result's quality verdict asks for a check (red frame and banner)."""
+    ``check``: the result's quality verdict asks for a check (red frame and band, outside the slice)."""
     reorientation = AxialReorientation.from_direction(direction, warn_oblique=False)
     mask_stack = reorientation.to_axial(mask_kji)
     index = mid_liver_slice(mask_stack)

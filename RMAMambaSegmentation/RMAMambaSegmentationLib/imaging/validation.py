@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import PurePath
 
 import numpy as np
 import SimpleITK as sitk
@@ -14,6 +15,12 @@ _AXIS_NAMES = ("k (slices)", "j (rows)", "i (columns)")
 
 def validate_image(image: sitk.Image) -> None:
     """Check a SimpleITK image's dimension and pixel type (the voxel values are checked by :func:`validate_array`)."""
+    if isinstance(image, (str, PurePath)):
+        raise InvalidImageError(
+            f"expected an image, got the file name {str(image)!r}: read it first, e.g. image = "
+            f"SimpleITK.ReadImage({str(image)!r}) (RMAMambaSegmentationLib.files.image_io.read_image also reads "
+            "DICOM folders)"
+        )
     if not isinstance(image, sitk.Image):
         raise InvalidImageError(f"expected a SimpleITK image, got {type(image).__name__}")
     dimension = image.GetDimension()

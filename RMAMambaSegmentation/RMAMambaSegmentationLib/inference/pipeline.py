@@ -8,9 +8,10 @@ Two entry points:
   SimpleITK image and no MRML: what the Slicer logic and the worker process call.
 
 Steps: options checked (:class:`~.options.RunOptions`) -> validate -> pick the axial axis and radiological in-plane
-orientation -> the model, prepared once (:func:`prepare_run_model`) -> its registry entry says 2D slices
-(:mod:`.slices`) or 3D windows (:mod:`.windows`) -> the shared ending (:func:`~.result.finish_segmentation`:
-post-processing, quality verdict, back to the input's order, provenance). The two leaves never import this module.
+orientation -> the model, prepared once (:func:`prepare_run_model`) -> the scan checked against its model card
+(:func:`scan_checks`, every model) -> its registry entry says 2D slices (:mod:`.slices`) or 3D windows
+(:mod:`.windows`) -> the shared ending (:func:`~.result.finish_segmentation`: post-processing, quality verdict, back
+to the input's order, provenance). The two leaves never import this module.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from RMAMambaSegmentationLib.inference.result import (
     finish_segmentation,
 )
 from RMAMambaSegmentationLib.inference.run_control import check_cancel, report
-from RMAMambaSegmentationLib.inference.scan_check import ScanInfo
-from RMAMambaSegmentationLib.inference.slices import predict_slices
+from RMAMambaSegmentationLib.inference.scan_check import ScanInfo, run_scan_checks
+from RMAMambaSegmentationLib.inference.slices import predict_slices, resolve_intensity
 from RMAMambaSegmentationLib.inference.windows import predict_windows
 from RMAMambaSegmentationLib.weights.prepared_model import PreparedModel, prepare_model
 
@@ -55,7 +56,7 @@ def model_entry(prepared: PreparedModel, options: RunOptions) -> registry.ModelE
     if options.window_size is None and options.overlap is None:
         return entry
     if not entry.is_volumetric:
-        raise ValueError(f"{entry.label} segments 2D slices: the window size and overlap (--window-size/--overlap) "
+        raise ValueError(f"{entry.label} segments 2D slices: the sliding-window size and overlap "
                          "are for 3D models (SRMA)")
     return entry.with_overrides(options.window_size, options.overlap)
 
@@ -109,8 +110,9 @@ def segment_array(
     allocated when ``probability_map`` is True (else ``ArraySegmentation.probability`` is None).
 
     ``scan``: what the file says about the scan (DICOM modality, description), compared with the model card before
-    a 2D network runs; mismatches become ``provenance.warnings`` (ScanMismatchError with ``options.strict``). Every
-    result gets a quality verdict (``provenance.quality``, :mod:`.quality`).
+    the network runs (2D and 3D models); mismatches become ``provenance.warnings`` (ScanMismatchError with
+    ``options.strict``). Every result gets a quality verdict (``provenance.quality``, :mod:`.quality`, with the
+    card's thresholds); a ``check`` logs its hint (what probably went wrong).
 
     Raises InvalidImageError for an input that cannot be segmented, CheckpointError / WeightsNotFoundError for
     weights, SegmentationCancelledError when ``cancel()`` returns True (checked between batches).
@@ -123,15 +125,38 @@ def segment_array(
         report(progress, 0.0, "loading the model")
     prepared = prepare_run_model(options, model)
     entry = model_entry(prepared, options)
+    warnings = scan_checks(array, prepared, entry, options, scan)
     if entry.is_volumetric:
         prediction = predict_windows(array, reorientation, prepared, entry, options, progress=progress,
-                                     cancel=cancel)
+                                     cancel=cancel, warnings=warnings)
     else:
         prediction = predict_slices(array, reorientation, prepared, options, progress=progress, cancel=cancel,
-                                    scan=scan)
-    return finish_segmentation(prediction, reorientation=reorientation, spacing=spacing, direction=direction,
-                               prepared=prepared, postprocess=options.postprocess, progress=progress,
-                               cancel=cancel, started=started)
+                                    warnings=warnings)
+    result = finish_segmentation(prediction, reorientation=reorientation, spacing=spacing, direction=direction,
+                                 prepared=prepared, postprocess=options.postprocess, progress=progress,
+                                 cancel=cancel, started=started)
+    _log_hint(result)
+    return result
+
+
+def scan_checks(array: np.ndarray, prepared: PreparedModel, entry: registry.ModelEntry, options: RunOptions,
+                scan: ScanInfo | None) -> list[str]:
+    """The scan checked against the model card before the network, for 2D and 3D models alike (3D models z-score
+    the volume themselves: no preset to compare); ScanMismatchError with ``options.strict``."""
+    preset = None if entry.is_volumetric else resolve_intensity(options.intensity, prepared.card)
+    if entry.is_volumetric and options.intensity is not None:
+        logger.warning("%s z-scores the volume itself: intensity %s is not used", entry.label, options.intensity)
+    return run_scan_checks(array, preset, prepared.card, scan, strict=options.strict,
+                           weights_path=prepared.weights_path, intensity_chosen=options.intensity is not None)
+
+
+def _log_hint(result: ArraySegmentation) -> None:
+    """Log what a ``check`` verdict's hint says went wrong (it stays in ``provenance.quality.hint``, apart from the
+    scan warnings): an MR scan of another sequence passes every scan check and only the network's uncertainty
+    shows it."""
+    quality = result.provenance.quality
+    if quality is not None and not quality.ok and quality.hint:
+        logger.warning("%s", quality.hint)
 
 
 def segment_image(
@@ -179,4 +204,4 @@ def segment_image(
     return SegmentationResult(mask, probability_image, result.volume_ml, result.provenance)
 
 
-__all__ = ["IMAGE_OPTIONS", "model_entry", "prepare_run_model", "segment_array", "segment_image"]
+__all__ = ["IMAGE_OPTIONS", "model_entry", "prepare_run_model", "scan_checks", "segment_array", "segment_image"]

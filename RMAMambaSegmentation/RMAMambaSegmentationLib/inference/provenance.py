@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Mapping
+from pathlib import PureWindowsPath
 from typing import Any
 
 PREFIX = "RMAMamba."
@@ -51,18 +52,16 @@ def result_values(info: Any, volume_ml: float, source: str | None, weights: obje
     """The provenance of one result (an ``inference.Provenance``), as attribute name -> value: the same values
     for the Segmentation node (panel, console logic) and the ``.seg.nrrd`` of ``rmamamba segment``.
 
-    ``weights``: the weights file asked for, used when the provenance knows none (a model given in code).
+    ``weights``: the weights file asked for, used when the provenance knows none (a model given in code). The
+    weights are recorded by file name and sha256, never by their local folder (the ``.seg.nrrd`` and the scene
+    travel to other machines).
     """
     from RMAMambaSegmentationLib import __version__
-    from RMAMambaSegmentationLib.inference.quality import QualityVerdict
-
-    quality = getattr(info, "quality", None)
-    if quality is not None and not isinstance(quality, QualityVerdict):  # a record sent back by the worker process
-        quality = QualityVerdict(quality.status, list(quality.reasons), dict(quality.measures))
+    quality = quality_verdict(info)
     return {
         MODEL_VARIANT: _model_label(info.variant),
         WEIGHTS_SHA256: info.weights_sha256 or "unknown (model given in code)",
-        WEIGHTS_FILE: info.weights_path or (str(weights) if weights else None),
+        WEIGHTS_FILE: weights_file_name(info.weights_path or weights),
         VERSION: __version__,
         DEVICE: info.device,
         DATE: now_iso(),
@@ -75,6 +74,13 @@ def result_values(info: Any, volume_ml: float, source: str | None, weights: obje
                            if quality is not None else None),
         WARNINGS: "; ".join(info.warnings) if info.warnings else "none",
     }
+
+
+def weights_file_name(weights: object) -> str | None:
+    """The weights file's name without its folder (``/home/me/w/rmamamba_t.pt`` -> ``rmamamba_t.pt``)."""
+    if weights is None or str(weights).strip() == "":
+        return None
+    return PureWindowsPath(str(weights)).name  # "/" and "\\" both separate folders here
 
 
 def _model_label(variant: str | None) -> str:
@@ -103,6 +109,17 @@ def set_segment_provenance(segment, values: Mapping[str, object]) -> None:
     """Write ``values`` as tags of a ``vtkSegment`` (kept in ``.seg.nrrd`` files)."""
     for name, value in values.items():
         segment.SetTag(name, _as_text(value))
+
+
+def quality_verdict(info: Any):
+    """The ``QualityVerdict`` of a result's provenance (also one sent back by the worker process), or None."""
+    from RMAMambaSegmentationLib.inference.quality import QualityVerdict
+
+    quality = getattr(info, "quality", None)
+    if quality is None or isinstance(quality, QualityVerdict):
+        return quality
+    return QualityVerdict(quality.status, list(quality.reasons), dict(quality.measures),
+                          str(getattr(quality, "hint", "") or ""))
 
 
 def read_segment_provenance(segment) -> dict[str, str]:

@@ -56,6 +56,11 @@ class ArraySegmentation:
     volume_ml: float
     provenance: Provenance
 
+    @property
+    def quality(self) -> QualityVerdict | None:
+        """The quality verdict: ``status``, ``reasons``, ``measures``, ``hint`` (``provenance.quality``)."""
+        return self.provenance.quality
+
 
 @dataclass
 class SegmentationResult:
@@ -77,6 +82,11 @@ class SegmentationResult:
     @property
     def weights_sha256(self) -> str | None:
         return self.provenance.weights_sha256
+
+    @property
+    def quality(self) -> QualityVerdict | None:
+        """The quality verdict: ``status``, ``reasons``, ``measures``, ``hint`` (``provenance.quality``)."""
+        return self.provenance.quality
 
 
 @dataclass
@@ -127,7 +137,7 @@ def finish_segmentation(
     check_cancel(cancel)
     voxel_ml = voxel_volume_ml(spacing, direction)
     quality = assess(raw_stack, uncertain_stack, mask_stack, voxel_ml=voxel_ml,
-                     slice_spacing_mm=float(spacing[2 - reorientation.axes[0]]))
+                     slice_spacing_mm=float(spacing[2 - reorientation.axes[0]]), card=prepared.card)
     del raw_stack, uncertain_stack
     if not quality.ok:
         logger.warning("quality check: %s", "; ".join(quality.reasons))

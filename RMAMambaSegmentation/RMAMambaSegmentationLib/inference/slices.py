@@ -1,9 +1,9 @@
 """2D inference: the volume's axial slices, a batch at a time, through a slice network (RMA-Mamba, U-Net).
 
-Steps: intensity bounds for the volume (preset from the caller or the model card, checked against the scan) ->
-batches of slices (normalise, resize to the network size, 3 channels: the slice repeated, or the previous, the
-slice and the next one when the model card says ``context_slices`` 1) -> logits resized back bilinearly to the
-slice size -> sigmoid -> threshold. Returns a :class:`~.result.RawPrediction` for the shared ending.
+Steps: intensity bounds for the volume (preset from the caller or the model card; the pipeline has checked it
+against the scan) -> batches of slices (normalise, resize to the network size, 3 channels: the slice repeated, or
+the previous, the slice and the next one when the model card says ``context_slices`` 1) -> logits resized back
+bilinearly to the slice size -> sigmoid -> threshold. Returns a :class:`~.result.RawPrediction` for the shared ending.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from RMAMambaSegmentationLib.inference.run_control import (
     recover_from_oom,
     report,
 )
-from RMAMambaSegmentationLib.inference.scan_check import ScanInfo, check_scan, missing_card_warning
 from RMAMambaSegmentationLib.runtime.compiled import compiled_forward
 from RMAMambaSegmentationLib.runtime.devices import auto_batch_size, is_out_of_memory
 from RMAMambaSegmentationLib.weights.model_card import ModelCard
@@ -116,17 +115,6 @@ def _predict_batch(prepared: PreparedModel, stack: np.ndarray, start: int, stop:
     return probability[:, 0].cpu().numpy().astype(np.float32, copy=False)
 
 
-def _scan_warnings(array: np.ndarray, preset: IntensityPreset, prepared: PreparedModel, options: RunOptions,
-                   scan: ScanInfo | None) -> list[str]:
-    """The scan checked against the model card (ScanMismatchError with ``options.strict``), warnings logged."""
-    warnings = check_scan(array, preset, prepared.card, scan, strict=options.strict)
-    if prepared.card is None and prepared.weights_path is not None and options.intensity is None:
-        warnings.insert(0, missing_card_warning(prepared.weights_path, preset))
-    for warning in warnings:
-        logger.warning("%s", warning)
-    return warnings
-
-
 def predict_slices(
     array: np.ndarray,
     reorientation: AxialReorientation,
@@ -135,13 +123,14 @@ def predict_slices(
     *,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
-    scan: ScanInfo | None = None,
+    warnings: list[str] | None = None,
 ) -> RawPrediction:
     """Run a 2D network over the validated ``(k, j, i)`` array's axial slices (``options``: intensity, batch size,
-    strictness, compile, whether to keep the probability)."""
+    compile, whether to keep the probability). ``warnings``: the scan checks' warnings (the pipeline runs them
+    before any model, see :func:`~.scan_check.run_scan_checks`), kept in the prediction."""
     card = prepared.card
     preset = resolve_intensity(options.intensity, card)
-    warnings = _scan_warnings(array, preset, prepared, options, scan)
+    warnings = list(warnings or [])
     lo, hi = preset.bounds(array)
     logger.debug("intensity preset %s: [%g, %g] -> [0, 1]", preset.name, lo, hi)
     recipe = _SliceRecipe(

@@ -178,18 +178,18 @@ def predict_windows(
     *,
     progress: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
+    warnings: list[str] | None = None,
 ) -> RawPrediction:
     """Run a 3D-window model (``entry``: window, overlap, output, threshold) over the validated ``(k, j, i)``
-    array; ``options``: windows per pass on CUDA, whether to keep the probability."""
-    if options.intensity is not None:
-        logger.warning("%s z-scores the volume itself: intensity %s is not used", entry.label, options.intensity)
+    array; ``options``: windows per pass on CUDA, whether to keep the probability. ``warnings``: the scan checks'
+    warnings (run by the pipeline before any model), kept in the prediction."""
     volume, mean, std = zscore_nonzero(to_network_axes(array, reorientation))
     check_cancel(cancel)
     batch = options.batch_size or DEFAULT_CUDA_WINDOWS
     prepared.module.eval()
     report(progress, 0.0, f"segmenting a {'x'.join(map(str, volume.shape))} volume in {entry.label} windows "
                           f"{'x'.join(map(str, entry.window))} on {device_label(prepared.device)}")
-    warnings: list[str] = []
+    warnings = list(warnings or [])
 
     def on_out_of_memory(windows: int, error: BaseException) -> tuple[int, torch.device]:
         if prepared.device.type != "cuda":

@@ -46,6 +46,7 @@ from RMAMambaSegmentationLib.errors import InvalidImageError, SegmentationCancel
 from RMAMambaSegmentationLib.inference import provenance
 from RMAMambaSegmentationLib.inference.options import RunOptions
 from RMAMambaSegmentationLib.mrml.probability_volume import add_probability_volume
+from RMAMambaSegmentationLib.mrml.scene_check import check_segmentations_ready
 from RMAMambaSegmentationLib.mrml.segment_writer import (
     SegmentationWriteError,
     create_segmentation_node,
@@ -136,6 +137,9 @@ class SegmentationLogic:
         self.workerOptions = dict(workerOptions or {})
         self._worker = None
         self._run = None
+        #: The quality verdict (``QualityVerdict``: status, reasons, measures, hint) of the last result written into
+        #: the scene by :meth:`segment` or a finished :meth:`start` run; None before any.
+        self.lastVerdict = None
 
     # ---------------------------------------------------------------- blocking API
     def segment(
@@ -182,7 +186,8 @@ class SegmentationLogic:
             WeightsNotFoundError / CheckpointError / VariantMismatchError: the weights cannot be used.
             SegmentExistsError: ``segmentationNode`` already has a Liver segment and ``replace`` is False.
             SegmentationCancelledError: ``cancel()`` returned True (nothing was changed).
-            SegmentationWriteError: Slicer refused the write (nothing was changed).
+            SegmentationWriteError: Slicer refused the write (nothing was changed); its SceneSetupError: a bare
+                headless scene without the Segmentations module logic (checked before the network runs).
         """
         options = RunOptions.build(options, **optionKeywords)
         job = self.prepare(volumeNode, options=options, segmentationNode=segmentationNode, replace=replace,
@@ -220,7 +225,7 @@ class SegmentationLogic:
         job = self.prepare(volumeNode, options=options, segmentationNode=segmentationNode, replace=replace,
                            copy=False)
         self._run = SegmentationRun(job, self._ensure_worker(), write=self.apply, on_worker_gone=self._forget_worker,
-                                    progress=progress)
+                                    progress=progress, restart=self._ensure_worker)
         return self._run
 
     def _ensure_worker(self):
@@ -272,6 +277,7 @@ class SegmentationLogic:
         from RMAMambaSegmentationLib.imaging.validation import validate_array
 
         validate_volume_node(volumeNode)
+        check_segmentations_ready()  # a bare headless scene: say so now, not after the network ran
         options = (options if options is not None else RunOptions()).checked()  # device labels normalised too
         if model is None:
             weights_path: Path | None = _resolve_weights(options.weights, options.variant)
@@ -363,6 +369,7 @@ class SegmentationLogic:
         if job.options.probability_map:
             node.SetNodeReferenceID(PROBABILITY_REFERENCE_ROLE, created[0].GetID())
         self._record_provenance(node, segment_id, job, result)
+        self.lastVerdict = provenance.quality_verdict(result.provenance)
         for new_node in created:
             place_beside(new_node, volume)
         logger.info("liver segmented in %s: %.1f mL (%s)", volume.GetName(), result.volume_ml, node.GetName())

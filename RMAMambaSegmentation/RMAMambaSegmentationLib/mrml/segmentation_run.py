@@ -2,7 +2,8 @@
 
 Made by :meth:`SegmentationLogic.start`. ``poll()`` turns the worker's replies into progress events,
 ``cancel()`` kills the worker at once, ``finish()`` writes the result into the scene (or raises the run's error,
-the scene unchanged). The run's temporary folder (voxels in, mask out) is removed when it ends.
+the scene unchanged). The run's temporary folder (voxels in, mask out) is removed when it ends. A run sent to a
+worker that had just exited (idle timeout, crash) before taking it goes to a new worker, once.
 """
 
 from __future__ import annotations
@@ -78,14 +79,21 @@ class SegmentationRun:
         on_worker_gone: ``on_worker_gone(worker)`` is called when the worker was killed or stopped (the owner
             starts a new one for the next run).
         progress: ``progress(fraction, message)``, called by :meth:`poll` on the caller's thread.
+        restart: ``restart()`` returns a running worker (called after ``on_worker_gone``); when given, a run whose
+            worker exited before taking it (the send failed, or the worker ended without ``accepted``) is sent
+            again once, to the new worker, instead of failing.
     """
 
     _next_id = 0
 
     def __init__(self, job, worker, *, write: Callable[[Any, WorkerResult], Any],
-                 on_worker_gone: Callable[[Any], None], progress: ProgressCallback | None = None) -> None:
+                 on_worker_gone: Callable[[Any], None], progress: ProgressCallback | None = None,
+                 restart: Callable[[], Any] | None = None) -> None:
         self._write = write
         self._on_worker_gone = on_worker_gone
+        self._restart = restart
+        self._resent = False
+        self._accepted = False
         self._job = job
         self._worker = worker
         self._progress = progress
@@ -105,17 +113,41 @@ class SegmentationRun:
             geometry = {"spacing": list(job.spacing), "direction": list(job.direction)}
             (self._folder / protocol.GEOMETRY_FILE).write_text(json.dumps(geometry), encoding="utf-8")
             job.array = None  # the worker has the voxels; do not keep the node's memory alive here
-            worker.send({"type": protocol.RUN, "id": self._id, "folder": str(self._folder),
-                         "options": job.options.to_dict()})
+            self._request = {"type": protocol.RUN, "id": self._id, "folder": str(self._folder),
+                             "options": job.options.to_dict()}
+            try:
+                worker.send(self._request)
+            except WorkerStoppedError:
+                if not self._resend():
+                    raise
         except BaseException:
             self._cleanup()
             raise
 
+    def _resend(self) -> bool:
+        """The worker exited before taking the run (idle timeout, crash): send it to a new worker, once.
+        False when that is not possible (no ``restart``, or already sent again); WorkerStoppedError when the new
+        worker cannot take it either."""
+        if self._restart is None or self._resent:
+            return False
+        self._resent = True
+        logger.info("the segmentation worker (pid %d) exited before taking run %d: sending it to a new worker",
+                    self._worker.pid, self._id)
+        self._on_worker_gone(self._worker)
+        self._worker = self._restart()
+        self._worker.send(self._request)
+        return True
+
     # ---------------------------------------------------------------- state
     @property
     def processId(self) -> int:
-        """The worker process's pid."""
+        """The worker process's pid (``PythonSlicer``, a launcher, inside Slicer)."""
         return self._worker.pid
+
+    @property
+    def interpreterProcessId(self) -> int | None:
+        """The pid of the interpreter that runs the worker (the launcher's child inside Slicer), once it is ready."""
+        return getattr(self._worker, "serverPid", None)
 
     @property
     def done(self) -> bool:
@@ -174,7 +206,9 @@ class SegmentationRun:
         kind = message.get("type")
         if message.get("id", self._id) != self._id:
             return
-        if kind == protocol.PROGRESS:
+        if kind == protocol.ACCEPTED:
+            self._accepted = True
+        elif kind == protocol.PROGRESS:
             events.append(ProgressEvent((1.0 - WRITE_SHARE) * float(message["fraction"]), str(message["message"])))
         elif kind == protocol.DONE:
             self._reply, self._done = message, True
@@ -183,7 +217,14 @@ class SegmentationRun:
             self._done = True
             self._cleanup()
         elif kind == "exited":
-            self._error = self._worker.stopped_error(message.get("returncode"))
+            error = self._worker.stopped_error(message.get("returncode"))
+            if not self._accepted:  # the worker ended before taking the run: a new one gets it, once
+                try:
+                    if self._resend():
+                        return
+                except WorkerStoppedError as resend_error:
+                    error = resend_error
+            self._error = error
             self._done = True
             self._on_worker_gone(self._worker)
             self._cleanup()

@@ -1,15 +1,21 @@
-"""What the panel shows before a run: the weights' variant, licence and problems, the compute device.
+"""What the panel shows before a run: the weights' variant, licence and problems, the compute device, and whether
+the installed PyTorch is recent enough.
 
 Qt-free. :func:`describe_weights_file` and :func:`describe_device_choice` never import torch and never read the
 checkpoint (the panel calls them on open and on every path change); :func:`inspect_weights`, :func:`describe_device`
 and :func:`cuda_device_name` import torch and read the whole file (command line, the worker, tests).
+:func:`torch_problem` and :func:`ensure_torch` read the installed version from the package metadata (no import).
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import importlib.util
 import logging
+import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +34,16 @@ def _label(variant: str | None) -> str:
         return str(variant)
 
 
+def _variant_key(variant: str | None) -> str | None:
+    """The registry key ("T", "UNET", ...) of a model's key, spelling or panel label; None stays None."""
+    if not variant:
+        return None
+    try:
+        return registry.variant_of_choice(str(variant))
+    except ValueError:
+        return registry.normalise_variant(variant)
+
+
 @dataclass(frozen=True)
 class WeightsStatus:
     """Result of :func:`inspect_weights`: ``ok`` is True when the file can be used for ``expected_variant``."""
@@ -42,6 +58,106 @@ class WeightsStatus:
 def torch_available() -> bool:
     """True when the ``torch`` package is installed (without importing it)."""
     return importlib.util.find_spec("torch") is not None
+
+
+#: The PyTorch this extension needs: the requirement of pyproject.toml (Testing/test_torch_requirement.py checks it).
+TORCH_REQUIREMENT = ">=2.1"
+_VERSION = re.compile(r"^\s*[vV]?(\d+(?:\.\d+)*)(.*)$")
+_PRE_RELEASE = re.compile(r"^[-_.]?(a|b|c|rc|alpha|beta|pre|preview|dev)\d*", re.IGNORECASE)
+_CLAUSE = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*([^\s,]+)\s*$")
+
+
+def _version_key(version: str) -> tuple[tuple[int, ...], int]:
+    """(release numbers, 0 for a pre-release or 1) of a PEP 440 version; the local part ("+cu121") is ignored."""
+    match = _VERSION.match(str(version))
+    if match is None:
+        raise ValueError(f"not a version number: {version!r}")
+    release = tuple(int(part) for part in match.group(1).split("."))
+    return release, 0 if _PRE_RELEASE.match(match.group(2)) else 1
+
+
+def version_satisfies(version: str, requirement: str) -> bool:
+    """True when ``version`` ("2.0.1+cu118", "2.1.0rc1") meets every comma-separated clause of ``requirement``
+    (">=2.1", ">=2.1,<3"); a pre-release comes before its release. ValueError for a clause it cannot read."""
+    release, rank = _version_key(version)
+    for clause in str(requirement).split(","):
+        if not clause.strip():
+            continue
+        match = _CLAUSE.match(clause)
+        if match is None:
+            raise ValueError(f"unsupported version requirement: {clause.strip()!r}")
+        operator, bound = match.groups()
+        bound_release, bound_rank = _version_key(bound)
+        width = max(len(release), len(bound_release))
+        left = (release + (0,) * (width - len(release)), rank)
+        right = (bound_release + (0,) * (width - len(bound_release)), bound_rank)
+        holds = {">=": left >= right, "<=": left <= right, ">": left > right, "<": left < right,
+                 "==": left == right, "!=": left != right}[operator]
+        if not holds:
+            return False
+    return True
+
+
+def installed_version(distribution: str) -> str | None:
+    """The installed version of ``distribution`` from its metadata (nothing is imported), None when there is none."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def torch_problem(requirement: str = TORCH_REQUIREMENT) -> str | None:
+    """None when the installed PyTorch meets ``requirement``; else what is wrong, in a sentence (torch not imported)."""
+    importlib.invalidate_caches()  # a package installed since the last call must be seen
+    if not torch_available():
+        return f"PyTorch (torch{requirement}) is not installed."
+    version = installed_version("torch")
+    if version is None:  # e.g. a source build without metadata: nothing to compare, let the run decide
+        logger.warning("torch is importable but has no package metadata; its version is not checked")
+        return None
+    if not version_satisfies(version, requirement):
+        return f"PyTorch {version} is installed, but this extension needs torch{requirement}."
+    return None
+
+
+def torch_install_arguments(requirement: str = TORCH_REQUIREMENT) -> list[str]:
+    """The light-the-torch command line that installs (or upgrades to) PyTorch ``requirement``: torch only, no
+    torchvision (unused here; PyTorchUtils adds it unpinned, and an old torchvision can pull an old torch)."""
+    return ["install", f"torch{requirement}"]
+
+
+def ensure_torch(*, interactive: bool, confirm: Callable[[str], bool], install: Callable[[list[str]], None],
+                 show_error: Callable[[str], None], requirement: str = TORCH_REQUIREMENT) -> bool:
+    """Make sure PyTorch ``requirement`` is installed; True when it is.
+
+    ``interactive=False`` installs nothing and raises RuntimeError saying what to do. Otherwise the user is asked
+    (``confirm(question)``), ``install(arguments)`` runs light-the-torch with :func:`torch_install_arguments`, and
+    every failure (refusal, an install error, a version still too old) ends in one ``show_error(message)``.
+    """
+    problem = torch_problem(requirement)
+    if problem is None:
+        return True
+    if not interactive:
+        raise RuntimeError(f"{problem} Click 'Segment liver' in the module panel (it asks before installing), or "
+                           "call RMAMambaSegmentationLogic.setupPythonRequirements(interactive=True).")
+    question = (f"{problem} Download and install torch{requirement} now? light-the-torch picks the build that "
+                "fits your GPU driver; it may take several minutes (up to a few GB).")
+    if not confirm(question):
+        show_error(f"{problem} PyTorch was not installed, so the liver cannot be segmented.")
+        return False
+    try:
+        install(torch_install_arguments(requirement))
+    except Exception as error:  # pip / network / permission: one clear message, the details in the log
+        logger.exception("installing PyTorch failed")
+        show_error(f"PyTorch could not be installed ({type(error).__name__}: {error}). Check the internet "
+                   "connection and the Python console's log, restart Slicer, then try again.")
+        return False
+    problem = torch_problem(requirement)
+    if problem is not None:
+        show_error(f"{problem} The installation did not fix it: restart Slicer (a PyTorch already in use cannot be "
+                   "replaced), then try again.")
+        return False
+    return True
 
 
 def mamba_ssm_available() -> bool:
@@ -137,10 +253,14 @@ def describe_weights_file(path: str | Path | None, expected_variant: str | None 
     The checkpoint itself is read and checked (variant, shape, sha256) by the worker when the run starts.
     Never raises for a bad file: the problem is in the returned message.
     """
-    from RMAMambaSegmentationLib.weights.location import DEFAULT_WEIGHTS_NAME, MODELS_DIR
+    from RMAMambaSegmentationLib.weights.location import BUNDLED_WEIGHTS, bundled_weights_path
     from RMAMambaSegmentationLib.weights.model_card import read_model_card
 
-    resolved = Path(path).expanduser() if path else MODELS_DIR / DEFAULT_WEIGHTS_NAME
+    expected_variant = _variant_key(expected_variant)
+    if not path and expected_variant and expected_variant not in BUNDLED_WEIGHTS:
+        return WeightsStatus(False, f"No weights are shipped for {_label(expected_variant)}: choose its weights file")
+    # no path: the weights shipped for this model (the U-Net baseline has its own), as the run resolves them
+    resolved = Path(path).expanduser() if path else bundled_weights_path(expected_variant)
     shown = str(path) if path else None
     try:
         stat = resolved.stat()

@@ -76,8 +76,8 @@ def resolve_device(device: str | torch.device | None = "auto", allow_mps: bool =
     """``"auto"`` -> CUDA when available, else the Apple GPU (MPS) when available and ``allow_mps``, else CPU.
 
     Panel labels are accepted too (:func:`device_from_choice`). ``"cuda"`` or ``"mps"`` asked for but not available
-    -> CPU with a warning. ``allow_mps=False`` (training, which accumulates in float64, unsupported on MPS) keeps
-    ``"auto"`` off the Apple GPU.
+    -> CPU with a warning (once per process). ``allow_mps=False`` (training, which accumulates in float64,
+    unsupported on MPS) keeps ``"auto"`` off the Apple GPU.
     """
     import torch
 
@@ -93,12 +93,25 @@ def resolve_device(device: str | torch.device | None = "auto", allow_mps: bool =
     except RuntimeError as error:
         raise ValueError(f"unknown device {name!r}: use 'auto', 'cpu', 'cuda' or 'mps'") from error
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        logger.warning("CUDA was asked for but is not available: running on the CPU (slower)")
+        _fall_back_once("CUDA was asked for but is not available: running on the CPU (slower)")
         return torch.device("cpu")
     if chosen.type == "mps" and not mps_available():
-        logger.warning("The Apple GPU (MPS) was asked for but is not available: running on the CPU (slower)")
+        _fall_back_once("The Apple GPU (MPS) was asked for but is not available: running on the CPU (slower)")
         return torch.device("cpu")
     return chosen
+
+
+#: Fall-back warnings already given in this process (a batch resolves the device once per case).
+_WARNED: set[str] = set()
+
+
+def _fall_back_once(message: str) -> None:
+    """Log ``message`` as a warning the first time in this process, as a debug message afterwards."""
+    if message in _WARNED:
+        logger.debug("%s", message)
+        return
+    _WARNED.add(message)
+    logger.warning("%s", message)
 
 
 def auto_batch_size(device: torch.device, input_size: tuple[int, int] = (256, 256)) -> int:

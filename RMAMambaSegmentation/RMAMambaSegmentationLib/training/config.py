@@ -68,7 +68,8 @@ class TrainConfig:
         if self.variant not in ("T", "S", "SRMA", "UNET"):
             raise ValueError(f"variant must be T, S, SRMA or UNET, got {self.variant!r}")
         if self.variant == "UNET" and self.pretrained:
-            raise ValueError("--pretrained loads a VMamba backbone: the U-Net has none (use --init-weights)")
+            raise ValueError("a pretrained VMamba backbone does not fit the U-Net, which has none (start from U-Net "
+                             "weights instead)")
         self.crop_size = tuple(int(c) for c in self.crop_size)  # type: ignore[assignment]
         if self.variant == "SRMA":
             self._check_volumetric()
@@ -97,7 +98,7 @@ class TrainConfig:
             raise ValueError("weight_decay and warmup_epochs must not be negative, min_lr must lie in [0, lr]")
         self.teachers = tuple(str(path) for path in self.teachers)
         if self.teachers and self.variant == "SRMA":
-            raise ValueError("distillation (--teacher) is for the 2D models")
+            raise ValueError("distillation from teacher models is for the 2D models")
         if self.kd_weight < 0 or self.kd_temperature <= 0 or not 0.0 <= self.ema < 1.0:
             raise ValueError("kd_weight must not be negative, kd_temperature must be positive, ema must lie in [0, 1)")
         if self.early_stop < 1 or self.lr_patience < 0 or self.workers < 0 or self.keep_every < 0:
@@ -109,7 +110,8 @@ class TrainConfig:
         if not 0.0 <= self.overlap < 1.0 or not 0.0 <= self.foreground_p <= 1.0:
             raise ValueError("overlap must lie in [0, 1) and foreground_p in [0, 1]")
         if self.pretrained:
-            raise ValueError("--pretrained loads a 2D VMamba backbone: SRMA-Mamba has none (use --init-weights)")
+            raise ValueError("a pretrained 2D VMamba backbone does not fit: SRMA-Mamba has none (start from "
+                             "SRMA-Mamba weights)")
         if self.context_slices:
             raise ValueError("context_slices is for the 2D models; SRMA-Mamba sees whole 3D windows")
         if self.grad_clip is None:

@@ -88,7 +88,8 @@ def _paired_folders(folder: Path) -> tuple[Path, Path] | None:
         return None
     if len(masks) > 1:
         names = ", ".join(p.name for p in masks)
-        raise InputFileError(f"{folder} has several label folders ({names}): choose one with --images/--masks")
+        raise InputFileError(f"{folder} has several label folders ({names}): give the image and label folders "
+                             "explicitly")
     return images[0], masks[0]
 
 

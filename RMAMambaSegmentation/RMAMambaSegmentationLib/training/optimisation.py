@@ -24,7 +24,7 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
         if mode == "bf16":
             return torch.bfloat16
         if mode == "fp16":
-            logger.warning("float16 autocast is only used on CUDA (use --amp bf16 on CPU); training in float32")
+            logger.warning("float16 autocast is only used on CUDA (bf16 works on the CPU); training in float32")
         return None
     if mode == "off":
         return None

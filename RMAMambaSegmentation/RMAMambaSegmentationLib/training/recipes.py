@@ -52,5 +52,5 @@ def recipe_settings(name: str, variant: str) -> dict[str, Any]:
     if name == "paper":
         return {**_PAPER, "batch_size": 2 if variant == "SRMA" else 16}
     if variant == "SRMA":
-        raise ValueError("the scratch recipe is for the 2D models; SRMA-Mamba trains with --recipe paper")
+        raise ValueError("the scratch recipe is for the 2D models; SRMA-Mamba trains with the paper recipe")
     return dict(_SCRATCH_UNET if variant == "UNET" else _SCRATCH_RMA)

@@ -8,9 +8,10 @@ from pathlib import Path
 from RMAMambaSegmentationLib.training.config import TrainConfig
 from RMAMambaSegmentationLib.training.distributed import cleanup_distributed, setup_distributed
 from RMAMambaSegmentationLib.training.layouts import DataSplits
+from RMAMambaSegmentationLib.training.progress import ProgressCallback, TrainResult
 from RMAMambaSegmentationLib.training.slices import build_slice_set
 from RMAMambaSegmentationLib.training.state import resolve_resume_path
-from RMAMambaSegmentationLib.training.trainer import ProgressCallback, Trainer, TrainResult
+from RMAMambaSegmentationLib.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 

@@ -22,11 +22,9 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 
@@ -51,6 +49,13 @@ from RMAMambaSegmentationLib.training.optimisation import (
     resolve_amp,
     validation_indices,
 )
+from RMAMambaSegmentationLib.training.progress import (
+    EpochResult,
+    ProgressCallback,
+    StepProgress,
+    TrainResult,
+    ValidationScores,
+)
 from RMAMambaSegmentationLib.training.slices import SliceSet
 from RMAMambaSegmentationLib.training.state import STATE_NAME, load_training_state, save_training_state
 from RMAMambaSegmentationLib.training.weight_average import WeightAverage
@@ -58,61 +63,6 @@ from RMAMambaSegmentationLib.weights.checkpoints import load_checkpoint, load_vm
 from RMAMambaSegmentationLib.weights.model_card import ModelCard, write_model_card
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StepProgress:
-    """Reported after every optimizer step (rank 0)."""
-
-    epoch: int
-    epochs: int
-    step: int
-    steps: int
-    loss: float
-    lr: float
-
-
-ProgressCallback = Callable[[StepProgress], None]
-
-
-#: What :meth:`Trainer.validate` returns: scores by name; ``valid_dice_per_volume`` maps case keys to Dice.
-ValidationScores = dict[str, Union[float, dict[str, float]]]  # runtime alias: Union, not |, for Python 3.9
-
-
-@dataclass
-class EpochResult:
-    """One row of ``log.csv``."""
-
-    epoch: int
-    steps: int
-    lr: float
-    train_loss: float
-    valid_loss: float
-    valid_dice: float
-    valid_dice_global: float
-    valid_dice_volume: float
-    valid_iou: float
-    best_dice: float
-    is_best: bool
-    epochs_without_improvement: int
-    seconds: float
-
-
-@dataclass
-class TrainResult:
-    """How a run ended."""
-
-    output_dir: Path
-    last_epoch: int
-    best_epoch: int
-    best_dice: float
-    global_step: int
-    stopped: str
-    history: list[EpochResult] = field(default_factory=list)
-
-    @property
-    def best_path(self) -> Path:
-        return self.output_dir / "best.pt"
 
 
 class Trainer:
@@ -186,8 +136,8 @@ class Trainer:
         elif self.config.pretrained:
             load_vmamba_backbone(self.model, self.config.pretrained)
         elif self.context.is_main and self.config.variant != "UNET":
-            logger.warning("training from random weights: pass a VMamba ImageNet checkpoint (--pretrained) to "
-                           "initialise the encoder as the paper does")
+            logger.warning("training from random weights: the paper initialises the encoder from a pretrained VMamba "
+                           "ImageNet checkpoint")
 
     def resume(self, path: str | Path) -> None:
         """Continue from a ``training_state.pt``: weights, optimizer, scheduler, scaler and counters."""
@@ -248,7 +198,7 @@ class Trainer:
                 loss = loss + config.kd_weight * distillation_loss(outputs, soft, config.kd_temperature)
             if not torch.isfinite(loss):
                 raise RMAMambaError(f"the training loss became {loss.item()} at epoch {epoch}, step {step}: "
-                                    "lower the learning rate or turn mixed precision off (--amp off)")
+                                    "lower the learning rate or turn mixed precision off")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if config.grad_clip:

@@ -16,7 +16,8 @@ from RMAMambaSegmentationLib.inference.windows import predict_logits, zscore_non
 from RMAMambaSegmentationLib.network.srma_loss import deep_supervision_dice_ce, dice_ce_loss
 from RMAMambaSegmentationLib.registry import WINDOW_3D
 from RMAMambaSegmentationLib.training.distributed import all_reduce_sum
-from RMAMambaSegmentationLib.training.trainer import Trainer, ValidationScores
+from RMAMambaSegmentationLib.training.progress import ValidationScores
+from RMAMambaSegmentationLib.training.trainer import Trainer
 from RMAMambaSegmentationLib.training.volume_set import VolumeSet
 from RMAMambaSegmentationLib.weights.model_card import ModelCard
 

@@ -70,8 +70,8 @@ def default_weights_path(model: str | None = None) -> Path:
     path = bundled_weights_path(model)
     if not path.is_file():
         raise WeightsNotFoundError(
-            f"no default weights are installed ({path} does not exist); pass a weights file "
-            "(--weights FILE on the command line, or the weights picker in Slicer)"
+            f"no default weights are installed ({path} does not exist); give a weights file "
+            "(in Slicer: the weights picker)"
         )
     return path
 
@@ -146,7 +146,7 @@ def detect_variant(state_dict: Mapping[str, torch.Tensor], source: str = "checkp
         if any(k.startswith(("layers.0.blocks.", "patch_embed.")) for k in keys):
             raise CheckpointError(
                 f"{source} is a VMamba backbone (ImageNet) checkpoint, not an RMA-Mamba segmentation checkpoint; "
-                "use it to initialise training (rmamamba train --pretrained FILE)"
+                "use it as the pretrained encoder when training"
             )
         sample = ", ".join(sorted(keys)[:3])
         raise CheckpointError(f"{source} is not an RMA-Mamba checkpoint (keys such as {sample})")

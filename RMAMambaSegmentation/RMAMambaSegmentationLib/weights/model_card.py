@@ -1,7 +1,8 @@
 """A small JSON model card kept beside the weights: how the model expects its input, and where it came from.
 
 ``weights/best.pt`` has its card in ``weights/best.json``. Inference reads the intensity preset, the input size
-and the variant from it, so a checkpoint trained differently can say so.
+and the variant from it, so a checkpoint trained differently can say so; the quality verdict reads its
+model-uncertainty limits (``quality``, :class:`QualityThresholds`) from it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,41 @@ CONTEXT_SLICES = (0, 1)
 
 
 @dataclass
+class QualityThresholds:
+    """The quality verdict's model-uncertainty limits for one model (``quality`` in the card), with the record of
+    how they were calibrated on cases the model never trained on (free keys: the cases, the stated false-alarm rate
+    on unseen good cases, the detection rate on foreign scans, the table and script that made them).
+
+    ``uncertain_share_max``: the most liver voxels with 0.1 < p < 0.9 an accepted result may have (a share);
+    ``outside_share_max``: the most thresholded voxels outside the largest component (a share).
+    """
+
+    uncertain_share_max: float
+    outside_share_max: float
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("uncertain_share_max", "outside_share_max"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
+                raise ValueError(f"invalid quality.{name} {value!r} (a share in (0, 1])")
+            setattr(self, name, float(value))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"uncertain_share_max": self.uncertain_share_max, "outside_share_max": self.outside_share_max,
+                "calibration": dict(self.calibration)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QualityThresholds:
+        if not isinstance(data, dict):
+            raise ValueError("quality must be a JSON object")
+        missing = [key for key in ("uncertain_share_max", "outside_share_max") if key not in data]
+        if missing:
+            raise ValueError(f"quality lacks {', '.join(missing)}")
+        return cls(data["uncertain_share_max"], data["outside_share_max"], dict(data.get("calibration") or {}))
+
+
+@dataclass
 class ModelCard:
     """What inference must know about a checkpoint, plus free provenance fields."""
 
@@ -45,9 +81,11 @@ class ModelCard:
     provenance: dict[str, Any] = field(default_factory=dict)
     licence: str = ""
     notes: str = ""
+    #: The quality verdict's model-uncertainty limits (None: the verdict's documented defaults).
+    quality: QualityThresholds | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "format": CARD_FORMAT,
             "variant": self.variant,
             "intensity": self.intensity.to_dict(),
@@ -65,6 +103,9 @@ class ModelCard:
             "licence": self.licence,
             "notes": self.notes,
         }
+        if self.quality is not None:  # cards without calibration keep their earlier keys
+            data["quality"] = self.quality.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelCard:
@@ -102,6 +143,7 @@ class ModelCard:
             provenance=dict(data.get("provenance") or {}),
             licence=str(data.get("licence", "")),
             notes=str(data.get("notes", "")),
+            quality=QualityThresholds.from_dict(data["quality"]) if data.get("quality") is not None else None,
         )
 
 

@@ -113,7 +113,7 @@ def prepare_chosen_model(
 
     entry = registry.entry(model_name) if model_name else None
     if weights is None and entry is not None and entry.is_volumetric:
-        raise WeightsNotFoundError(f"no {entry.label} weights are installed: pass a checkpoint (--weights FILE), "
+        raise WeightsNotFoundError(f"no {entry.label} weights are installed: give a weights file, "
                                    "e.g. the authors' released SRMA-Mamba weights for your MRI sequence")
     weights_path = Path(weights) if weights is not None else Path(default_weights_path(model_name))
     target = resolve_device(device)

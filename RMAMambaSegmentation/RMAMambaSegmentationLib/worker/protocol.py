@@ -3,9 +3,10 @@
 * Requests (client -> worker, one JSON object per line on the worker's stdin): ``{"type": "run", "id": N,
   "folder": F, "options": {...}}`` and ``{"type": "quit"}``. The end of stdin (the client closed it, or died)
   also makes the worker exit.
-* Replies (worker -> client, one JSON object per line on a pipe): ``ready`` (pid, Python version), ``progress``
-  (fraction, message), ``done`` (liver volume, provenance, model loads so far) and ``error`` (the exception's class
-  name and message).
+* Replies (worker -> client, one JSON object per line on a pipe): ``ready`` (pid, Python version), ``accepted``
+  (the run's id, as soon as the worker takes the run: a worker that exits before it never saw the run, which the
+  client then sends to a new worker), ``progress`` (fraction, message), ``done`` (liver volume, provenance, model
+  loads so far) and ``error`` (the exception's class name and message).
 * Files in the run's folder: the voxels ``volume.npy`` and ``geometry.json`` (spacing and LPS direction) written
   by the client; ``mask.npy`` (uint8) and, when asked, ``probability.npy`` (float32) written by the worker.
 
@@ -28,7 +29,7 @@ MASK_FILE = "mask.npy"
 PROBABILITY_FILE = "probability.npy"
 
 RUN, QUIT = "run", "quit"
-READY, PROGRESS, DONE, ERROR = "ready", "progress", "done", "error"
+READY, ACCEPTED, PROGRESS, DONE, ERROR = "ready", "accepted", "progress", "done", "error"
 
 _CLASS_KEY = "__dataclass__"
 _TUPLE_KEY = "__tuple__"

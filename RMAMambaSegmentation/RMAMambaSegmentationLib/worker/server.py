@@ -1,6 +1,6 @@
 """The worker process: receives runs on stdin, segments with the network, answers with JSON lines.
 
-Started by :class:`~RMAMambaSegmentationLib.worker.client.WorkerClient` as
+Started by :class:`~RMAMambaSegmentationLib.worker.client.WorkerProcess` as
 ``python -m RMAMambaSegmentationLib.worker``. It keeps the loaded network between runs (:class:`ModelCache`), and
 exits on a ``quit`` request, when its stdin ends (the Slicer process closed it or died), or after
 ``--idle-timeout`` seconds without a request. Anything printed by libraries goes to stderr (the client's log
@@ -82,6 +82,7 @@ def _run(request: dict[str, Any], cache, replies: _Replies) -> None:
     from RMAMambaSegmentationLib.inference.pipeline import segment_array
 
     run_id = request.get("id")
+    replies.send(protocol.ACCEPTED, id=run_id)
     folder = Path(request["folder"])
 
     def progress(fraction: float, message: str) -> None:

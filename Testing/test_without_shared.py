@@ -67,12 +67,17 @@ def run_pytest(clone: Path, files: list[str], *options: str) -> dict[str, list[t
         outcomes[kind].append((name, found[0].get("message", "") if found else ""))
     return outcomes
 
+#: The skip reason of the MRML tests on a Python without the slicer-core wheel (conftest).
+NEEDS_SLICER = "needs the slicer-core wheel"
+
 
 def test_representative_files_pass_or_skip_with_one_reason(clone):
     outcomes = run_pytest(clone, [f"Testing/{name}" for name in REPRESENTATIVE], "-x")
     assert outcomes["failed"] == [] and outcomes["error"] == [], outcomes
-    assert {message for _, message in outcomes["skipped"]} == {NEEDS_SHARED}
-    assert len(outcomes["skipped"]) >= 50 and len(outcomes["passed"]) >= 20
+    # where Python has no slicer-core wheel (3.9), the MRML tests skip for that reason first
+    skipped = [(name, message) for name, message in outcomes["skipped"] if not message.startswith(NEEDS_SLICER)]
+    assert {message for _, message in skipped} == {NEEDS_SHARED}
+    assert len(outcomes["skipped"]) >= 50 and len(outcomes["passed"]) >= 10
     skipped_files = {name.split("::")[0].rsplit(".", 1)[-1] for name, _ in outcomes["skipped"]}
     assert skipped_files == {Path(name).stem for name in REPRESENTATIVE}  # each file reaches the data somehow
 

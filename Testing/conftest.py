@@ -196,3 +196,34 @@ def tiny_t_weights(tmp_path_factory) -> Path:
     save_checkpoint(path, build_model("T"), half=True)
     write_model_card(path, ModelCard(variant="T", input_size=(64, 64), licence="test licence"))
     return path
+
+
+#: The module's bundled MR example (the self-test data; it ships with the project, not in ../shared).
+MODULE_EXAMPLE = PROJECT_ROOT / "RMAMambaSegmentation" / "Resources" / "Testing" / "example_mr_sm.nii.gz"
+#: Worker-process options of the tests: one thread, so two test workers never oversubscribe the cores.
+TEST_WORKER_OPTIONS = {"env": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
+
+
+@pytest.fixture(scope="session")
+def long_volume(tmp_path_factory) -> Path:
+    """The module's MR example repeated 8 times along its slices (160 slices): a run still computing when stopped."""
+    import SimpleITK as sitk
+
+    image = sitk.ReadImage(str(MODULE_EXAMPLE))
+    tiled = sitk.JoinSeries([image[:, :, k % image.GetDepth()] for k in range(8 * image.GetDepth())])
+    tiled.SetSpacing(image.GetSpacing())
+    tiled.SetDirection(image.GetDirection())
+    tiled.SetOrigin(image.GetOrigin())
+    path = tmp_path_factory.mktemp("volumes") / "mr_long.nrrd"
+    sitk.WriteImage(tiled, str(path))
+    return path
+
+
+@pytest.fixture
+def logic():
+    """A SegmentationLogic whose worker runs with the tests' options; shut down after the test."""
+    from RMAMambaSegmentationLib.mrml.segmentation_logic import SegmentationLogic
+
+    core = SegmentationLogic(workerOptions=TEST_WORKER_OPTIONS)
+    yield core
+    core.shutdown(wait=5.0)

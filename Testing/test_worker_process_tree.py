@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 
-from conftest import PROJECT_ROOT, exported_segment
+from conftest import MODULE_EXAMPLE, PROJECT_ROOT, TEST_WORKER_OPTIONS, exported_segment
 from RMAMambaSegmentationLib import SegmentationLogic
 from RMAMambaSegmentationLib.errors import SegmentationCancelledError, WorkerStoppedError
 from RMAMambaSegmentationLib.inference.options import RunOptions
@@ -27,8 +26,8 @@ from RMAMambaSegmentationLib.mrml.segmentation_run import SegmentationRun
 from RMAMambaSegmentationLib.worker import client, protocol
 from RMAMambaSegmentationLib.worker.client import WorkerProcess
 
-EXAMPLE = PROJECT_ROOT / "RMAMambaSegmentation" / "Resources" / "Testing" / "example_mr_sm.nii.gz"
-WORKER = {"env": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
+EXAMPLE = MODULE_EXAMPLE
+WORKER = TEST_WORKER_OPTIONS
 LINUX_ONLY = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads the process table in /proc")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -98,24 +97,8 @@ def launched(launcher, monkeypatch) -> Path:
     return launcher
 
 
-@pytest.fixture(scope="module")
-def long_volume(tmp_path_factory) -> Path:
-    """The MR example's slices repeated 8 times (160 slices): a run that is still computing when it is stopped."""
-    image = sitk.ReadImage(str(EXAMPLE))
-    tiled = sitk.JoinSeries([image[:, :, k % image.GetDepth()] for k in range(8 * image.GetDepth())])
-    tiled.SetSpacing(image.GetSpacing())
-    tiled.SetDirection(image.GetDirection())
-    tiled.SetOrigin(image.GetOrigin())
-    path = tmp_path_factory.mktemp("volumes") / "mr_long_tree.nrrd"
-    sitk.WriteImage(tiled, str(path))
-    return path
 
 
-@pytest.fixture
-def logic():
-    core = SegmentationLogic(workerOptions=WORKER)
-    yield core
-    core.shutdown(wait=5.0)
 
 
 def computing(run) -> set[int]:

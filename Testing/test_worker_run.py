@@ -13,9 +13,8 @@ import time
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 
-from conftest import PROJECT_ROOT, exported_segment
+from conftest import MODULE_EXAMPLE, TEST_WORKER_OPTIONS, exported_segment
 from RMAMambaSegmentationLib import SegmentationLogic
 from RMAMambaSegmentationLib.errors import (
     SegmentationCancelledError,
@@ -25,8 +24,8 @@ from RMAMambaSegmentationLib.errors import (
 )
 from RMAMambaSegmentationLib.inference.options import RunOptions
 
-EXAMPLE = PROJECT_ROOT / "RMAMambaSegmentation" / "Resources" / "Testing" / "example_mr_sm.nii.gz"
-WORKER = {"env": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
+EXAMPLE = MODULE_EXAMPLE
+WORKER = TEST_WORKER_OPTIONS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -36,24 +35,8 @@ def t_weights(tiny_t_weights):
     return tiny_t_weights
 
 
-@pytest.fixture(scope="module")
-def long_volume(tmp_path_factory):
-    """The MR example repeated 8 times along its slices (160 slices): a run long enough to be stopped midway."""
-    image = sitk.ReadImage(str(EXAMPLE))
-    tiled = sitk.JoinSeries([image[:, :, k % image.GetDepth()] for k in range(8 * image.GetDepth())])
-    tiled.SetSpacing(image.GetSpacing())
-    tiled.SetDirection(image.GetDirection())
-    tiled.SetOrigin(image.GetOrigin())
-    path = tmp_path_factory.mktemp("volumes") / "mr_long.nrrd"
-    sitk.WriteImage(tiled, str(path))
-    return path
 
 
-@pytest.fixture
-def logic():
-    core = SegmentationLogic(workerOptions=WORKER)
-    yield core
-    core.shutdown(wait=5.0)
 
 
 def node_contents(scene) -> dict[str, int]:

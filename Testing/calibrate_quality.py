@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -269,7 +270,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--unet-cv", type=Path, help="the U-Net cross-validation folder (rmamamba train --folds 4)")
     parser.add_argument("--from-table", action="store_true",
                         help="segment nothing: re-judge the rows of the existing table (-o) with the cards' limits")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/quality_calibration"), help="segment outputs")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "quality_calibration",
+                        help="segment outputs")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("-o", "--output", type=Path, default=TABLE)
     parser.add_argument("--write-cards", action="store_true",

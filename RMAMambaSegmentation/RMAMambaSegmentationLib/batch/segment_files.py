@@ -43,6 +43,7 @@ from RMAMambaSegmentationLib.inference.options import RunOptions
 from RMAMambaSegmentationLib.inference.pipeline import prepare_run_model, segment_image
 from RMAMambaSegmentationLib.inference.provenance import result_values
 from RMAMambaSegmentationLib.inference.result import SegmentationResult
+from RMAMambaSegmentationLib.inference.run_control import check_cancel
 from RMAMambaSegmentationLib.weights.prepared_model import PreparedModel
 
 logger = logging.getLogger(__name__)
@@ -288,7 +289,7 @@ def segment_files(
         for number, position in enumerate(positions):
             case = all_cases[position]
             case_progress = _case_progress(progress, number, len(positions), case.name)
-            _check_cancel_between_cases(cancel)
+            check_cancel(cancel, "batch cancelled; finished cases keep their outputs")
             outputs = case_outputs(case.name, output_dir, mask_format=mask_format,
                                    probability_map=options.probability_map, overlay=overlay)
             if position in duplicates:
@@ -306,12 +307,6 @@ def segment_files(
         if rows:
             write_summary(summary_path(output_dir, shard), _merge_summary(summary_path(output_dir, shard), rows))
     return rows
-
-
-def _check_cancel_between_cases(cancel: CancelCheck | None) -> None:
-    """Between cases: SegmentationCancelledError when ``cancel()`` says so."""
-    if cancel is not None and cancel():
-        raise SegmentationCancelledError("batch cancelled; finished cases keep their outputs")
 
 
 def _case_progress(progress: ProgressCallback | None, number: int, total: int,

@@ -32,7 +32,6 @@ FINISHED_NAME = "finished.json"
 MEASURE_COLUMNS = ("liver_ml", "uncertain_share", "outside_share", "components", "extent_mm", "liver_slices")
 CROSSVAL_COLUMNS = ("case", "fold", "dice", "hd95_mm", "volume_error_percent", "pred_ml", "ref_ml", "quality",
                     *MEASURE_COLUMNS)
-_MEASURES_TAG = "RMAMamba.QualityMeasures:"
 
 
 def fold_splits(data: DataSplits, folds: int) -> list[DataSplits]:
@@ -81,16 +80,16 @@ def seg_nrrd_measures(path: str | Path) -> dict[str, float]:
     ``RMAMamba.QualityMeasures`` tag); empty when it has none."""
     import SimpleITK as sitk
 
+    from RMAMambaSegmentationLib.inference.provenance import QUALITY_MEASURES, parse_measures
+
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.ReadImageInformation()
     tags = reader.GetMetaData("Segment0_Tags") if reader.HasMetaDataKey("Segment0_Tags") else ""
-    start = tags.find(_MEASURES_TAG)
+    start = tags.find(f"{QUALITY_MEASURES}:")
     if start < 0:
         return {}
-    text = tags[start + len(_MEASURES_TAG):].split("|", 1)[0]
-    pairs = (item.split("=", 1) for item in text.split() if "=" in item)
-    return {key: float(value) for key, value in pairs}
+    return parse_measures(tags[start + len(QUALITY_MEASURES) + 1:].split("|", 1)[0])
 
 
 def summary_measures(row: dict[str, str]) -> dict[str, float]:

@@ -69,12 +69,16 @@ def prepare_run_model(options: RunOptions, model: torch.nn.Module | PreparedMode
     The sliding-window overrides of ``options`` are checked against the network here (ValueError), before any
     volume is read. Raises CheckpointError / WeightsNotFoundError / VariantMismatchError for the weights.
     """
-    options = options.checked()
+    return _prepared_and_entry(options.checked(), model)[0]
+
+
+def _prepared_and_entry(options: RunOptions, model: torch.nn.Module | PreparedModel | str | None,
+                        ) -> tuple[PreparedModel, registry.ModelEntry]:
+    """:func:`prepare_run_model` on checked ``options``, with the registry entry it checked the overrides against."""
     if model is None and options.variant is not None:
         model = options.variant
     prepared = prepare_model(model=model, weights=options.weights, device=options.device)
-    model_entry(prepared, options)
-    return prepared
+    return prepared, model_entry(prepared, options)
 
 
 def _validated(array: np.ndarray, spacing: Sequence[float],
@@ -123,8 +127,7 @@ def segment_array(
     check_cancel(cancel)
     if model is None or isinstance(model, (str, os.PathLike)):  # a loaded model (the worker's cache) says nothing
         report(progress, 0.0, "loading the model")
-    prepared = prepare_run_model(options, model)
-    entry = model_entry(prepared, options)
+    prepared, entry = _prepared_and_entry(options, model)  # options are checked above
     warnings = scan_checks(array, prepared, entry, options, scan)
     if entry.is_volumetric:
         prediction = predict_windows(array, reorientation, prepared, entry, options, progress=progress,

@@ -70,7 +70,7 @@ def result_values(info: Any, volume_ml: float, source: str | None, weights: obje
         LIVER_VOLUME_ML: f"{volume_ml:.2f}",
         SOURCE_VOLUME: source,
         QUALITY: quality.summary() if quality is not None else None,
-        QUALITY_MEASURES: (" ".join(f"{k}={v:.4g}" for k, v in quality.measures.items())
+        QUALITY_MEASURES: (measures_text(quality.measures)
                            if quality is not None else None),
         WARNINGS: "; ".join(info.warnings) if info.warnings else "none",
     }
@@ -109,6 +109,17 @@ def set_segment_provenance(segment, values: Mapping[str, object]) -> None:
     """Write ``values`` as tags of a ``vtkSegment`` (kept in ``.seg.nrrd`` files)."""
     for name, value in values.items():
         segment.SetTag(name, _as_text(value))
+
+
+def measures_text(measures: dict[str, float]) -> str:
+    """The verdict's measures as the ``QualityMeasures`` value: ``"liver_ml=1646 uncertain_share=0.1464 ..."``."""
+    return " ".join(f"{key}={value:.4g}" for key, value in measures.items())
+
+
+def parse_measures(text: str) -> dict[str, float]:
+    """The measures of a ``QualityMeasures`` value (:func:`measures_text`)."""
+    pairs = (item.split("=", 1) for item in text.split() if "=" in item)
+    return {key: float(value) for key, value in pairs}
 
 
 def quality_verdict(info: Any):

@@ -19,10 +19,10 @@ logger = logging.getLogger(__name__)
 INFERENCE_SHARE = 0.9
 
 
-def check_cancel(cancel: CancelCheck | None) -> None:
-    """Raise SegmentationCancelledError when ``cancel()`` says so."""
+def check_cancel(cancel: CancelCheck | None, message: str = "segmentation cancelled; nothing was produced") -> None:
+    """Raise SegmentationCancelledError(``message``) when ``cancel()`` says so."""
     if cancel is not None and cancel():
-        raise SegmentationCancelledError("segmentation cancelled; nothing was produced")
+        raise SegmentationCancelledError(message)
 
 
 def report(progress: ProgressCallback | None, fraction: float, message: str) -> None:

@@ -17,7 +17,9 @@ Train RMA-Mamba on liver masks. DATA is one of:
   * a CirrMRI600+ 3D archive: {train,valid,test}_{images,masks}/<id>.nii.gz (split by folder);
   * the official 2D PNG release: {train,valid,test}/<case>/{images,masks}/*.png (mask > 127 = liver);
   * a folder with an image folder (images/) and a label folder (liver_masks/, masks/, labels/), or give
-    --images and --masks; split with --split FILE (JSON {"train": [...], "valid": [...]}) or --valid-fraction.
+    --images and --masks; split with --split FILE (JSON {"train": [...], "valid": [...]}) or --valid-fraction;
+  * a packed slice file FILE.npz written by --pack-slices: the prepared slices of both splits, read without
+    SimpleITK (for a machine that has only PyTorch and NumPy); --input-size and --intensity must be the packed ones.
 Images and masks are paired by case name (suffixes such as _image, _liver, _mask, _seg are ignored), never by
 order. Each layout may be nested one folder deeper. Volumes are sliced axially with the inference preprocessing.
 
@@ -65,7 +67,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     data = parser.add_argument_group("data")
-    data.add_argument("data", nargs="?", metavar="DATA", help="data folder (see above)")
+    data.add_argument("data", nargs="?", metavar="DATA", help="data folder or packed slice file .npz (see above)")
+    data.add_argument("--pack-slices", metavar="FILE.npz",
+                      help="prepare the training and validation slices of DATA, write them to FILE.npz and exit "
+                           "without training (nothing is written to -o)")
     data.add_argument("--images", metavar="DIR", help="image folder (paired layout, with --masks)")
     data.add_argument("--masks", metavar="DIR", help="label folder (paired layout, with --images)")
     data.add_argument("--layout", default="auto", choices=("auto", "cirrmri3d", "png2d", "paired"))
@@ -149,6 +154,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                             "its fold models)")
     optim.add_argument("--kd-weight", type=float, default=1.0, help="weight of the distillation term (default 1)")
     optim.add_argument("--kd-temperature", type=float, default=2.0, help="distillation temperature (default 2)")
+    optim.add_argument("--guide-weight", type=float, default=0.0, metavar="W",
+                       help="feature guidance: the student's encoder stages 1-2 imitate the (first) U-Net teacher's "
+                            "features at the same stride, with this weight (default 0: off)")
+    optim.add_argument("--guide-epochs", type=int, default=0, metavar="N",
+                       help="feature guidance runs in the first N epochs only (default 0: off)")
     optim.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                        help="validate and save an exponential moving average of the weights with this decay per "
                             "step (e.g. 0.999; default 0: the raw weights)")
@@ -261,7 +271,8 @@ def config_from_args(args: argparse.Namespace):
         seed=args.seed, device=args.device, amp=args.amp, workers=args.workers, pretrained=args.pretrained,
         init_weights=args.init_weights, keep_every=args.keep_every, licence=args.licence,
         teachers=tuple(teacher_files(args.teacher or [])), kd_weight=args.kd_weight,
-        kd_temperature=args.kd_temperature, ema=args.ema,
+        kd_temperature=args.kd_temperature, ema=args.ema, guide_weight=args.guide_weight,
+        guide_epochs=args.guide_epochs,
     )
 
 
@@ -318,11 +329,42 @@ def remove_earlier_run(output: str) -> None:
             shutil.rmtree(path)
 
 
+def training_data(args: argparse.Namespace):
+    """The split cases of a data folder, or the slices of a packed file (DATA ending in .npz)."""
+    from RMAMambaSegmentationLib.errors import InputFileError
+    from RMAMambaSegmentationLib.training.layouts import find_training_data
+    from RMAMambaSegmentationLib.training.packed_slices import is_packed_path, read_packed_slices
+
+    if not is_packed_path(args.data):
+        return find_training_data(
+            args.data, images=args.images, masks=args.masks, layout=args.layout, split_file=args.split,
+            valid_fraction=args.valid_fraction, seed=args.seed,
+        )
+    if args.folds is not None or args.pack_slices or args.images or args.masks or args.split:
+        raise InputFileError(f"{args.data} is a packed slice file: it already holds its split, and --folds, "
+                             "--pack-slices, --images, --masks and --split need a data folder")
+    return read_packed_slices(args.data)
+
+
+def pack_slices(args: argparse.Namespace) -> int:
+    """``--pack-slices FILE``: write the prepared slices of DATA to FILE; no training."""
+    from RMAMambaSegmentationLib.errors import RMAMambaError
+    from RMAMambaSegmentationLib.training.packed_slices import pack_training_slices
+
+    try:
+        pack_training_slices(config_from_args(args), training_data(args), args.pack_slices)
+    except (RMAMambaError, ValueError) as error:
+        logger.error("%s", error)
+        return 2
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from RMAMambaSegmentationLib.errors import RMAMambaError
-    from RMAMambaSegmentationLib.training.layouts import find_training_data
     from RMAMambaSegmentationLib.training.run import run_training
 
+    if args.pack_slices:
+        return pack_slices(args)
     found = earlier_run(args.output)
     if found and not (args.resume or args.resume_from or args.overwrite):
         logger.error("%s already holds a training run (%s): add --resume to continue it or --overwrite to start "
@@ -336,10 +378,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     try:
         config = config_from_args(args)
-        data = find_training_data(
-            args.data, images=args.images, masks=args.masks, layout=args.layout, split_file=args.split,
-            valid_fraction=args.valid_fraction, seed=args.seed,
-        )
+        data = training_data(args)
         progress = ProgressBar() if args.show_progress else None
         if args.folds is not None:
             from RMAMambaSegmentationLib.cli.crossval import run_crossval

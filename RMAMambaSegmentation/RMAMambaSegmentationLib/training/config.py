@@ -62,6 +62,8 @@ class TrainConfig:
     kd_weight: float = 1.0  # weight of the distillation term (added to the ground-truth loss)
     kd_temperature: float = 2.0
     ema: float = 0.0  # decay of the exponential moving average of the weights that is validated and saved (0: off)
+    guide_weight: float = 0.0  # feature guidance: weight of the encoder-imitates-teacher term (needs a U-Net teacher)
+    guide_epochs: int = 0  # feature guidance runs in epochs 1..guide_epochs, then stops
 
     def __post_init__(self) -> None:
         self.variant = normalise_variant(self.variant)
@@ -101,6 +103,10 @@ class TrainConfig:
             raise ValueError("distillation from teacher models is for the 2D models")
         if self.kd_weight < 0 or self.kd_temperature <= 0 or not 0.0 <= self.ema < 1.0:
             raise ValueError("kd_weight must not be negative, kd_temperature must be positive, ema must lie in [0, 1)")
+        if self.guide_weight < 0 or self.guide_epochs < 0:
+            raise ValueError("guide_weight and guide_epochs must not be negative")
+        if self.guide_weight and self.guide_epochs and not self.teachers:
+            raise ValueError("feature guidance needs a teacher model")
         if self.early_stop < 1 or self.lr_patience < 0 or self.workers < 0 or self.keep_every < 0:
             raise ValueError("early_stop must be >= 1; lr_patience, workers and keep_every >= 0")
 

@@ -6,6 +6,9 @@ network size. PNG slices (the official 2D release) are divided by the pixel type
 scripts do. Masks are resized bilinearly without thresholding, giving the soft edge targets of the official
 training. Images are cached as float16 (error below 2.5e-4, a sixteenth of an 8-bit grey step), masks as uint8
 (soft value x 255), so a 40,000-slice dataset at 256x256 needs about 8 GB.
+
+SimpleITK is imported only by the functions that read files, so slice sets built from a packed file
+(:mod:`.packed_slices`) train on machines without it.
 """
 
 from __future__ import annotations
@@ -14,17 +17,19 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 
 from RMAMambaSegmentationLib.errors import InputFileError, InvalidImageError
 from RMAMambaSegmentationLib.imaging.intensity import IntensityPreset, apply_bounds
 from RMAMambaSegmentationLib.imaging.orientation import AxialReorientation
 from RMAMambaSegmentationLib.imaging.preprocessing import resize_slices
-from RMAMambaSegmentationLib.imaging.validation import validate_array, validate_image
 from RMAMambaSegmentationLib.training.layouts import CaseSource, png_slice_pairs
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +62,8 @@ def _to_cache(images01: torch.Tensor, masks01: torch.Tensor, key: str) -> Prepar
 
 
 def _read(path, what: str) -> sitk.Image:
+    import SimpleITK as sitk
+
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as error:
@@ -81,6 +88,10 @@ def prepare_volume_case(
     case: CaseSource, *, preset: IntensityPreset, size: Sequence[int], label: int | None = None
 ) -> PreparedCase:
     """Read a volume and its label map (``== label``, or nonzero) and preprocess every axial slice."""
+    import SimpleITK as sitk
+
+    from RMAMambaSegmentationLib.imaging.validation import validate_array, validate_image
+
     image = _read(case.image, "image")
     validate_image(image)
     mask_image = _read(case.mask, "mask")
@@ -100,6 +111,8 @@ def prepare_volume_case(
 
 
 def _read_png(path, what: str) -> np.ndarray:
+    import SimpleITK as sitk
+
     image = _read(path, what)
     array = sitk.GetArrayFromImage(image)
     if image.GetNumberOfComponentsPerPixel() > 1:

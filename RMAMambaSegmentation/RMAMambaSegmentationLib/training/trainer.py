@@ -42,6 +42,7 @@ from RMAMambaSegmentationLib.training.distributed import (
     barrier,
     broadcast_flag,
 )
+from RMAMambaSegmentationLib.training.feature_guidance import FeatureGuidance
 from RMAMambaSegmentationLib.training.optimisation import (
     epoch_indices,
     make_optimizer,
@@ -102,7 +103,11 @@ class Trainer:
             self.network = DistributedDataParallel(self.model, device_ids=ids)
         self.teacher = Teacher(config.teachers, self.device, intensity=config.intensity) if config.teachers else None
         self.average = WeightAverage(self.model, config.ema) if config.ema else None
+        self.guidance = None
         self.optimizer = make_optimizer(self.model, config)
+        if config.guide_weight and config.guide_epochs:
+            self.guidance = FeatureGuidance(self.model, self.teacher.models[0]).to(self.device)
+            self.optimizer.add_param_group({"params": list(self.guidance.parameters()), "weight_decay": 0.0})
         self.scheduler = make_scheduler(self.optimizer, config, self.steps_per_epoch())
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.epoch = 0  # last completed epoch
@@ -155,6 +160,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        if self.guidance is not None and state.get("guidance"):
+            self.guidance.load_state_dict(state["guidance"])
         if self.average is not None:
             if not state.get("weight_average"):
                 raise CheckpointError(f"cannot resume {path} with a weight average: it was trained without one")
@@ -196,6 +203,10 @@ class Trainer:
             if self.teacher is not None:
                 soft = self.teacher.logits(images)
                 loss = loss + config.kd_weight * distillation_loss(outputs, soft, config.kd_temperature)
+            if self.guidance is not None:
+                if epoch <= config.guide_epochs:
+                    loss = loss + config.guide_weight * self.guidance.loss()
+                self.guidance.clear()
             if not torch.isfinite(loss):
                 raise RMAMambaError(f"the training loss became {loss.item()} at epoch {epoch}, step {step}: "
                                     "lower the learning rate or turn mixed precision off")
@@ -327,6 +338,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "weight_average": self.average.state_dict() if self.average is not None else {},
+            "guidance": self.guidance.state_dict() if self.guidance is not None else {},
             "epoch": epoch,
             "global_step": self.global_step,
             "best_dice": self.best_dice,

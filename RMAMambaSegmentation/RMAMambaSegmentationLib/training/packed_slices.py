@@ -213,4 +213,4 @@ def read_packed_slices(path: str | os.PathLike) -> PackedSlices:
 
 
 __all__ = ["FORMAT", "PackedSlices", "is_packed_path", "pack_training_slices", "read_packed_slices",
-                          "write_packed_slices"]
+           "write_packed_slices"]

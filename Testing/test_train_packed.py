@@ -130,7 +130,7 @@ def test_a_pack_that_does_not_fit_the_command_is_refused(packed, workdir, caplog
     size = list(STEPS)
     size[size.index("--input-size") + 1] = "96"
     assert train(str(pack), "-o", str(out), *size) == 2
-    assert "are 64x64, the command asks for --input-size 96x96" in caplog.text
+    assert "are 64x64, the run asks for input size 96x96" in caplog.text
     assert train(str(pack), "-o", str(out), "--intensity", "CT", *STEPS) == 2
     assert "normalised with the MRI preset" in caplog.text and "asks for CT" in caplog.text
     assert train(str(pack), "-o", str(out), "--folds", "2", *STEPS) == 2

@@ -68,15 +68,15 @@ class PackedSlices:
         if config.is_volumetric:
             raise InputFileError(f"{where}: {config.variant} trains on whole volumes, not on packed 2D slices")
         if tuple(config.input_size) != self.input_size:
-            raise InputFileError(f"{where} are {self.input_size[0]}x{self.input_size[1]}, the command asks for "
-                                 f"--input-size {config.input_size[0]}x{config.input_size[1]}: pack again at that "
-                                 "size or give the packed size")
+            raise InputFileError(f"{where} are {self.input_size[0]}x{self.input_size[1]}, the run asks for input "
+                                 f"size {config.input_size[0]}x{config.input_size[1]}: pack again at that size or "
+                                 "train at the packed size")
         if config.intensity != self.intensity:
             raise InputFileError(f"{where} were normalised with the {self.intensity.label} preset "
                                  f"({self.intensity.to_dict()}), the command asks for {config.intensity.label} "
                                  f"({config.intensity.to_dict()}): give the packed preset or pack again")
         if config.label is not None and config.label != self.label:
-            raise InputFileError(f"{where} hold the masks of label {self.label}, the command asks for --label "
+            raise InputFileError(f"{where} hold the masks of label {self.label}, the run asks for label "
                                  f"{config.label}")
         return dataclasses.replace(config, label=self.label) if config.label is None else config
 
